@@ -1,0 +1,262 @@
+"""Stream an audio file to the service and print what comes back.
+
+    python -m clients.stream recording.mp3                      # as fast as possible
+    python -m clients.stream call.wav --realtime --out final.json
+    python -m clients.stream call.flac --encoding mulaw         # send G.711 mu-law
+
+Any format and rate PyAV can decode (wav, flac, mp3, ogg, ...; 8 kHz and stereo included) is
+sent at its own rate and channel count; the server resamples and downmixes. The partial
+hypothesis is shown on one updating line, finished segments are printed as they come, the
+final JSON is written with ``--out``, and the exit status is 1 on a server error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+CHUNK_SECONDS = 0.1
+
+
+@dataclass
+class Recording:
+    """Interleaved float32 samples at the file's own rate."""
+
+    samples: npt.NDArray[np.float32]  # shape (frames, channels)
+    sample_rate: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def read_audio(path: str | Path) -> Recording:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        channels = stream.codec_context.channels
+        resampler = av.AudioResampler(format="flt", layout=stream.layout.name, rate=rate)
+        parts = [
+            np.asarray(out.to_ndarray(), dtype=np.float32).reshape(-1, channels)
+            for frame in container.decode(stream)
+            for out in resampler.resample(frame)
+        ]
+        parts += [
+            np.asarray(out.to_ndarray(), dtype=np.float32).reshape(-1, channels)
+            for out in resampler.resample(None)
+        ]
+    return Recording(np.concatenate(parts), rate)
+
+
+def encode(samples: npt.NDArray[np.float32], encoding: str) -> bytes:
+    flat = np.clip(samples.reshape(-1), -1.0, 1.0)
+    if encoding == "pcm_s16le":
+        return (flat * 32767.0).astype("<i2").tobytes()
+    if encoding == "pcm_f32le":
+        return flat.astype("<f4").tobytes()
+    if encoding == "mulaw":
+        from streaming.audio import encode_mulaw
+
+        return encode_mulaw(flat.astype(np.float32))
+    raise ValueError(f"unknown encoding {encoding!r}")
+
+
+@dataclass
+class StreamResult:
+    """Everything the server said, with arrival times (seconds since the first audio sent)."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    close_code: int | None = None
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        return next((m for m in self.messages if m["type"] == "final"), None)
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "error"]
+
+
+async def chunks(
+    recording: Recording, encoding: str, *, realtime: bool, speed: float = 1.0
+) -> AsyncIterator[tuple[float, bytes]]:
+    """``(stream time of the chunk's end, bytes)``, paced when ``realtime``."""
+    step = max(int(recording.sample_rate * CHUNK_SECONDS), 1)
+    started = time.monotonic()
+    for offset in range(0, len(recording.samples), step):
+        block = recording.samples[offset : offset + step]
+        end = (offset + len(block)) / recording.sample_rate
+        if realtime:
+            delay = started + end / speed - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        yield end, encode(block, encoding)
+
+
+async def stream_file(
+    url: str,
+    recording: Recording,
+    *,
+    encoding: str = "pcm_s16le",
+    realtime: bool = False,
+    speed: float = 1.0,
+    params: dict[str, str] | None = None,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
+    sent_at: dict[float, float] | None = None,
+) -> StreamResult:
+    """Stream ``recording``, return every message. ``sent_at`` records wall time per chunk end."""
+    import websockets
+
+    query = {
+        "encoding": encoding,
+        "sample_rate": str(recording.sample_rate),
+        "channels": str(recording.channels),
+        **(params or {}),
+    }
+    result = StreamResult()
+    started = time.monotonic()
+    async with websockets.connect(
+        # No keepalive pings: while the server slows a faster-than-real-time sender through TCP
+        # backpressure, pings wait in the same pipe and would time out.
+        f"{url}?{urllib.parse.urlencode(query)}",
+        max_size=None,
+        open_timeout=30,
+        ping_interval=None,
+    ) as ws:
+
+        async def receive() -> None:
+            try:
+                async for raw in ws:
+                    message = json.loads(raw)
+                    result.messages.append(message)
+                    result.arrivals.append(time.monotonic() - started)
+                    if on_message is not None:
+                        on_message(message)
+            except websockets.ConnectionClosedError:
+                pass  # the close code tells what happened
+
+        receiver = asyncio.create_task(receive())
+        try:
+            async for end, data in chunks(recording, encoding, realtime=realtime, speed=speed):
+                if receiver.done():
+                    break
+                await ws.send(data)
+                if sent_at is not None:
+                    sent_at[end] = time.monotonic() - started
+            if not receiver.done():
+                await ws.send(json.dumps({"type": "end"}))
+        except websockets.ConnectionClosed:
+            pass
+        await receiver
+        result.close_code = ws.close_code
+    return result
+
+
+class Printer:
+    """Shows the partial on one updating line and prints finished segments."""
+
+    def __init__(self, out: TextIO, *, tty: bool) -> None:
+        self._out = out
+        self._tty = tty
+        self._partial_shown = False
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "partial" and self._tty:
+            text = message["segment"]["text"]
+            self._out.write("\r\033[K\033[2m" + text[-150:] + "\033[0m")
+            self._partial_shown = True
+        elif kind == "segment":
+            self._clear()
+            s = message["segment"]
+            self._out.write(f"[{s['start']:8.2f} - {s['end']:8.2f}] {s['text']}\n")
+        elif kind == "error":
+            self._clear()
+            self._out.write(f"error: {message['code']}: {message['message']}\n")
+        self._out.flush()
+
+    def _clear(self) -> None:
+        if self._partial_shown:
+            self._out.write("\r\033[K")
+            self._partial_shown = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clients.stream", description=__doc__.split("\n")[0])
+    parser.add_argument("file", help="audio file to stream (wav, flac, mp3, ogg, ...)")
+    parser.add_argument("--url", default="ws://127.0.0.1:8000/v1/stream")
+    parser.add_argument("--encoding", default="pcm_s16le", choices=("pcm_s16le", "pcm_f32le", "mulaw"))
+    parser.add_argument("--realtime", action="store_true", help="pace the audio in real time")
+    parser.add_argument("--language", default=None)
+    parser.add_argument("--task", default=None, choices=("transcribe", "translate"))
+    parser.add_argument("--prompt", default=None)
+    parser.add_argument("--hotwords", default=None)
+    parser.add_argument("--no-interim", action="store_true", help="ask for no partial results")
+    parser.add_argument("--out", type=Path, help="write the final JSON here")
+    args = parser.parse_args(argv)
+
+    params = {
+        k: v
+        for k, v in {
+            "language": args.language,
+            "task": args.task,
+            "prompt": args.prompt,
+            "hotwords": args.hotwords,
+        }.items()
+        if v is not None
+    }
+    if args.no_interim:
+        params["interim_results"] = "false"
+    try:
+        recording = read_audio(args.file)
+    except Exception as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    printer = Printer(sys.stdout, tty=sys.stdout.isatty())
+    try:
+        result = asyncio.run(
+            stream_file(
+                args.url,
+                recording,
+                encoding=args.encoding,
+                realtime=args.realtime,
+                params=params,
+                on_message=printer,
+            )
+        )
+    except OSError as exc:
+        print(f"error: cannot connect to {args.url}: {exc}", file=sys.stderr)
+        return 2
+    final = result.final
+    if final is not None:
+        text = json.dumps({k: v for k, v in final.items() if k != "type"}, indent=2, ensure_ascii=False)
+        if args.out:
+            args.out.write_text(text + "\n")
+        else:
+            print(text)
+    if result.errors or final is None:
+        print(f"server closed the stream with code {result.close_code}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The ASGI application: routes, and a lifespan that owns the model and the scheduler.
+
+``create_app(config)`` builds everything explicitly; nothing is global. The lifespan starts
+loading the model in the background (``/healthcheck`` answers 503 until it is loaded), starts
+the scheduler's worker, and stops both in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from streaming.audio import decode_file
+from streaming.clock import Clock, MonotonicClock
+from streaming.config import Config, StreamConfig, parse_stream_config
+from streaming.engine import Engine, Thresholds, WhisperEngine
+from streaming.errors import InvalidParameter, NotReady, ServerFull, StreamingError
+from streaming.models import resolve_model
+from streaming.scheduler import Scheduler
+from streaming.session import Phase, Session, SessionSettings
+from streaming.transport import StreamConnection, refuse
+from streaming.vad import Scorer, Segmenter, SileroScorer, VadParams, configure_torch
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[], Engine]
+ScorerFactory = Callable[[], Scorer]
+
+
+@dataclass
+class Services:
+    """What the lifespan creates once and every request uses."""
+
+    config: Config
+    clock: Clock
+    make_scorer: ScorerFactory
+    engine: Engine | None = None
+    scheduler: Scheduler | None = None
+    load_error: str | None = None
+    sessions: set[str] = field(default_factory=set)
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and self.scheduler is not None
+
+    def vad_params(self) -> VadParams:
+        c = self.config
+        return VadParams.from_seconds(
+            threshold=c.vad_threshold,
+            min_silence=c.min_silence,
+            speech_pad=c.speech_pad,
+            max_utterance=c.max_utterance,
+            min_speech=c.min_speech,
+        )
+
+
+def services(conn: HTTPConnection) -> Services:
+    """The typed services of the running app (Starlette's lifespan state is untyped)."""
+    found = conn.state.services
+    assert isinstance(found, Services)
+    return found
+
+
+def whisper_factory(config: Config) -> EngineFactory:
+    def load() -> Engine:
+        path, name = resolve_model(config.model, Path(config.cache_dir) if config.cache_dir else None)
+        return WhisperEngine(
+            path,
+            name=name,
+            device=config.device,
+            compute_type=config.compute_type,
+            cpu_threads=config.cpu_threads,
+            thresholds=Thresholds(
+                no_speech=config.no_speech_threshold,
+                log_prob=config.log_prob_threshold,
+                compression_ratio=config.compression_ratio_threshold,
+            ),
+        )
+
+    return load
+
+
+def create_app(
+    config: Config,
+    *,
+    engine_factory: EngineFactory | None = None,
+    scorer_factory: ScorerFactory | None = None,
+    clock: Clock | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
+) -> Starlette:
+    """The service. Factories are injectable so tests can run it with scripted parts."""
+    make_engine = engine_factory or whisper_factory(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        configure_torch()
+        found = Services(
+            config=config, clock=clock or MonotonicClock(), make_scorer=scorer_factory or SileroScorer
+        )
+
+        async def load() -> None:
+            try:
+                engine = await asyncio.to_thread(make_engine)
+            except Exception as exc:
+                logger.exception("the model could not be loaded")
+                found.load_error = f"{type(exc).__name__}: {exc}"
+                if on_fatal is not None:
+                    on_fatal(exc)
+                return
+            scheduler = Scheduler(engine)
+            scheduler.start()
+            found.engine, found.scheduler = engine, scheduler
+            logger.info("ready: model %s", engine.name)
+
+        loading = asyncio.create_task(load(), name="load-model")
+        try:
+            yield {"services": found}
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            if found.scheduler is not None:
+                await found.scheduler.stop()
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/v1/stream", stream_endpoint),
+            Route("/predict", predict_endpoint, methods=["POST"]),
+            Route("/healthcheck", healthcheck_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _new_session(found: Services, stream: StreamConfig) -> Session:
+    assert found.engine is not None
+    session_id = uuid.uuid4().hex[:12]
+    return Session(
+        session_id=session_id,
+        stream=stream,
+        settings=SessionSettings.from_config(found.config, found.engine.name),
+        segmenter=Segmenter(found.make_scorer(), found.vad_params()),
+        clock=found.clock,
+    )
+
+
+async def stream_endpoint(websocket: WebSocket) -> None:
+    found = services(websocket)
+    if not found.ready:
+        await refuse(websocket, NotReady("the model is still loading; retry in a few seconds"))
+        return
+    assert found.engine is not None
+    assert found.scheduler is not None
+    try:
+        stream = parse_stream_config(
+            dict(websocket.query_params),
+            multilingual=found.engine.multilingual,
+            languages=found.engine.languages,
+        )
+    except InvalidParameter as exc:
+        await refuse(websocket, exc)
+        return
+    if len(found.sessions) >= found.config.max_sessions:
+        await refuse(
+            websocket,
+            ServerFull(
+                f"the server is serving its limit of {found.config.max_sessions} streams; retry later"
+            ),
+        )
+        return
+    session = _new_session(found, stream)
+    found.sessions.add(session.id)
+    try:
+        logger.info("session %s opened: %s", session.id, stream)
+        await websocket.accept()
+        await StreamConnection(websocket, session, found.scheduler, found.clock).run()
+    finally:
+        found.sessions.discard(session.id)
+
+
+def _http_error(exc: StreamingError, status: int) -> JSONResponse:
+    return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=status)
+
+
+class _BodyTooLarge(StreamingError):
+    code = "body_too_large"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def predict_endpoint(request: Request) -> JSONResponse:
+    """The hosted endpoint's request and response shapes, for a whole recording."""
+    found = services(request)
+    if not found.ready:
+        return _http_error(NotReady("the model is still loading; retry in a few seconds"), 503)
+    assert found.engine is not None
+    assert found.scheduler is not None
+    try:
+        body = await _read_body(request, found.config.max_body_bytes)
+    except _BodyTooLarge as exc:
+        return _http_error(exc, 413)
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict) or not isinstance(payload.get("audio"), str):
+            raise ValueError
+    except ValueError:
+        return _http_error(
+            InvalidParameter(
+                'the body must be a JSON object {"audio": "<base64 of a wav, mp3, flac or ogg file>", '
+                '"language": "en", "task": "transcribe"}'
+            ),
+            400,
+        )
+    try:
+        options = {k: str(payload[k]) for k in ("language", "task") if payload.get(k) is not None}
+        stream = parse_stream_config(
+            {**options, "encoding": "pcm_f32le", "interim_results": "false"},
+            multilingual=found.engine.multilingual,
+            languages=found.engine.languages,
+        )
+        data = base64.b64decode(payload["audio"], validate=True)
+    except InvalidParameter as exc:
+        return _http_error(exc, 400)
+    except (binascii.Error, ValueError):
+        return _http_error(InvalidParameter("'audio' is not valid base64"), 400)
+    try:
+        audio = await asyncio.to_thread(decode_file, data)
+    except StreamingError as exc:
+        return _http_error(exc, 422)
+    session = _new_session(found, stream)
+    # Segmenting a whole file is CPU work: keep it off the event loop.
+    await asyncio.to_thread(_feed, session, audio.tobytes())
+    session.receive_text('{"type":"end"}')
+    while session.phase is not Phase.CLOSED:
+        jobs = session.jobs_to_start()
+        if not jobs:
+            break
+        for job in jobs:
+            try:
+                decoded = await found.scheduler.submit(job)
+            except Exception as exc:
+                session.receive_failure(job.ticket, str(exc))
+                continue
+            if decoded is not None:
+                session.receive_result(job.ticket, decoded)
+    final = next(m for m in session.messages_to_send() if m["type"] == "final")
+    if session.error is not None and session.error.close_code == 1011:
+        return _http_error(session.error, 500)
+    body_out: dict[str, Any] = {k: v for k, v in final.items() if k != "type"}
+    return JSONResponse(body_out)
+
+
+def _feed(session: Session, data: bytes, chunk: int = 1 << 16) -> None:
+    for offset in range(0, len(data), chunk):
+        session.receive_bytes(data[offset : offset + chunk])
+
+
+async def healthcheck_endpoint(request: Request) -> JSONResponse:
+    found = services(request)
+    if found.ready:
+        assert found.engine is not None
+        return JSONResponse({"status": "ok", "model": found.engine.name})
+    if found.load_error is not None:
+        return JSONResponse({"status": "error", "error": found.load_error}, status_code=503)
+    return JSONResponse({"status": "loading"}, status_code=503)

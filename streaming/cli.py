@@ -1,0 +1,159 @@
+"""``python -m streaming serve``: every :class:`~streaming.config.Config` field is a flag and an
+environment variable (``--max-sessions`` / ``STREAMING_MAX_SESSIONS``); a flag beats its
+variable, which beats the default. This is the only module that configures logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from streaming.config import Config
+from streaming.errors import ModelError
+from streaming.models import resolve_model
+
+ENV_PREFIX = "STREAMING_"
+STARTUP_FAILURE = 3
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _converter(field: dataclasses.Field[Any]) -> Any:
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    return {"int": int, "float": float, "bool": _parse_bool}.get(kind, str)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m streaming")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the websocket and HTTP API",
+        description="Serve /v1/stream, /predict and /healthcheck. Every flag can also be set "
+        f"with an environment variable: {ENV_PREFIX}<FLAG NAME>, e.g. {env_var('max_sessions')}.",
+    )
+    for field in dataclasses.fields(Config):
+        serve.add_argument(
+            flag(field.name),
+            dest=field.name,
+            type=_converter(field),
+            choices=field.metadata.get("choices"),
+            default=None,
+            metavar=field.name.upper(),
+            help=f"{field.metadata['help']} (default: {field.default!r}; env {env_var(field.name)})",
+        )
+    return parser
+
+
+def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    """Flags beat environment variables, which beat the defaults."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Config):
+        given = getattr(args, field.name, None)
+        if given is not None:
+            values[field.name] = given
+        elif env_var(field.name) in environ:
+            raw = environ[env_var(field.name)]
+            try:
+                values[field.name] = _converter(field)(raw)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise ValueError(f"{env_var(field.name)}={raw!r}: {exc}") from None
+    return Config(**values)
+
+
+def uvicorn_config(config: Config, app: Any) -> Any:
+    """The uvicorn settings the service runs with (shared by the CLI and the tests)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        lifespan="on",
+        # Frames above max_frame_bytes get our typed error; far larger ones (base64 grows
+        # them by a third) are refused by the protocol layer with 1009.
+        ws_max_size=config.max_frame_bytes * 2,
+        # Pings keep NAT mappings alive, but no timeout: while a faster-than-real-time sender
+        # is slowed by backpressure, its pong waits behind its audio. Dead clients are caught
+        # by idle_timeout instead.
+        ws_ping_interval=20.0,
+        ws_ping_timeout=None,
+        # uvicorn's websockets-sansio protocol stalled our sends while the app held reads back
+        # for backpressure (a paused 5-minute stream never resumed); the websockets protocol
+        # handles the same pause and resume correctly.
+        ws="websockets",
+    )
+
+
+def serve(config: Config) -> int:
+    import uvicorn
+
+    from streaming.app import create_app
+
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # faster-whisper logs every decode at INFO: one line per utterance is noise here.
+    logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.root.level))
+    log = logging.getLogger("streaming")
+    try:
+        # Verify the weights before binding: a checksum mismatch must stop the start.
+        resolve_model(config.model, Path(config.cache_dir) if config.cache_dir else None)
+    except ModelError as exc:
+        log.error("cannot start: %s", exc)
+        return STARTUP_FAILURE
+    failure: list[BaseException] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(exc: BaseException) -> None:
+        failure.append(exc)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(config, on_fatal=on_fatal)
+    server = uvicorn.Server(uvicorn_config(config, app))
+    asyncio.run(server.serve())
+    if failure:
+        log.error("stopped: the model could not be loaded: %s", failure[0])
+        return STARTUP_FAILURE
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from(args, os.environ if environ is None else environ)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return serve(config)
+    return 2  # pragma: no cover - argparse requires a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

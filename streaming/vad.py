@@ -1,0 +1,238 @@
+"""Streaming voice-activity segmentation: 16 kHz samples in, utterances out.
+
+Scoring (a :class:`Scorer`: silero-vad, or scripted scores in tests) is kept apart from
+segmentation (:class:`Segmenter`, pure logic over window scores), so the hysteresis, padding
+and cuts are testable without a model.
+
+Invariants, in stream samples:
+
+- utterances never overlap and come in order; each keeps ``speech_pad`` of audio before its
+  first and after its last speech window, unless that would reach into the previous utterance;
+- an utterance longer than ``max_utterance`` is cut at the quietest window of its second half,
+  and the audio after the cut starts the next utterance: nothing between them is dropped;
+- buffered audio is bounded: the open utterance (at most ``max_utterance``) plus the padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+import numpy as np
+
+from streaming.audio import Samples
+
+WINDOW = 512  # samples per VAD score at 16 kHz (32 ms), what silero-vad expects
+SAMPLE_RATE = 16000
+_EMPTY: Samples = np.zeros(0, dtype=np.float32)
+
+
+class Scorer(Protocol):
+    """Speech probability of consecutive windows of one stream."""
+
+    def __call__(self, window: Samples) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VadParams:
+    """Segmentation parameters, in samples at 16 kHz."""
+
+    threshold: float = 0.5
+    min_silence: int = int(0.3 * SAMPLE_RATE)
+    speech_pad: int = int(0.3 * SAMPLE_RATE)
+    max_utterance: int = 12 * SAMPLE_RATE
+    min_speech: int = int(0.2 * SAMPLE_RATE)
+
+    @property
+    def neg_threshold(self) -> float:
+        """Below this, a window counts as silence (hysteresis, as silero-vad does)."""
+        return max(self.threshold - 0.15, 0.01)
+
+    @classmethod
+    def from_seconds(
+        cls,
+        *,
+        threshold: float,
+        min_silence: float,
+        speech_pad: float,
+        max_utterance: float,
+        min_speech: float,
+    ) -> VadParams:
+        def samples(s: float) -> int:
+            return round(s * SAMPLE_RATE)
+
+        return cls(
+            threshold=threshold,
+            min_silence=samples(min_silence),
+            speech_pad=samples(speech_pad),
+            max_utterance=samples(max_utterance),
+            min_speech=samples(min_speech),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """A stretch of the stream with speech in it."""
+
+    start: int  # stream sample of audio[0]
+    audio: Samples
+    speech: tuple[tuple[int, int], ...]  # stream-sample ranges the VAD heard speech in
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.audio)
+
+
+class State(Enum):
+    QUIET = "quiet"
+    SPEAKING = "speaking"
+
+
+class Segmenter:
+    """Cuts one stream into utterances. Feed it with :meth:`push`; it returns closed ones."""
+
+    def __init__(self, scorer: Scorer, params: VadParams) -> None:
+        self._scorer = scorer
+        self._params = params
+        self.state = State.QUIET
+        self._audio = _EMPTY  # samples from stream sample self._audio_start on
+        self._audio_start = 0
+        self._scored = 0  # stream samples scored so far (whole windows)
+        self._floor = 0  # end of the last utterance: the next never reaches before it
+        self._start = 0  # open utterance: first sample
+        self._silence_start: int | None = None
+        self._windows: list[tuple[int, float]] = []  # open utterance: (window start, score)
+
+    @property
+    def received(self) -> int:
+        """Stream samples pushed so far."""
+        return self._audio_start + len(self._audio)
+
+    @property
+    def buffered(self) -> int:
+        """Samples held in memory."""
+        return len(self._audio)
+
+    def push(self, samples: Samples) -> list[Utterance]:
+        """Add audio; return the utterances it closed."""
+        if len(samples):
+            self._audio = np.concatenate((self._audio, samples))
+        closed: list[Utterance] = []
+        while self.received - self._scored >= WINDOW:
+            begin = self._scored - self._audio_start
+            score = self._scorer(self._audio[begin : begin + WINDOW])
+            window = self._scored
+            self._scored += WINDOW
+            utterance = self._on_window(window, score)
+            if utterance is not None:
+                closed.append(utterance)
+        return closed
+
+    def current(self) -> Utterance | None:
+        """The open utterance so far (for partial decodes), or None while quiet."""
+        if self.state is not State.SPEAKING:
+            return None
+        return self._make(self._start, self.received)
+
+    def cut(self) -> Utterance | None:
+        """Close the open utterance now, with every sample received so far."""
+        if self.state is not State.SPEAKING:
+            return None
+        return self._close(self.received, keep_from=self.received)
+
+    def _on_window(self, window: int, score: float) -> Utterance | None:
+        params = self._params
+        if self.state is State.QUIET:
+            if score >= params.threshold:
+                self.state = State.SPEAKING
+                self._start = max(window - params.speech_pad, self._floor, self._audio_start)
+                self._silence_start = None
+                self._windows = [(window, score)]
+            else:
+                self._trim(max(self._scored - params.speech_pad, self._floor))
+            return None
+
+        self._windows.append((window, score))
+        if score >= params.threshold:
+            self._silence_start = None
+        elif score < params.neg_threshold and self._silence_start is None:
+            self._silence_start = window
+        if self._silence_start is not None and self._scored - self._silence_start >= params.min_silence:
+            end = min(self._silence_start + params.speech_pad, self._scored)
+            return self._close(end, keep_from=max(self._scored - params.speech_pad, end))
+        if self._scored - self._start >= params.max_utterance:
+            return self._cut_at_quietest()
+        return None
+
+    def _cut_at_quietest(self) -> Utterance | None:
+        """Cut a too-long utterance at the quietest window of its second half; the rest goes on."""
+        half = self._start + self._params.max_utterance // 2
+        candidates = [(score, -start) for start, score in self._windows if start >= half]
+        _, negative_start = min(candidates)
+        cut = -negative_start + WINDOW // 2
+        utterance = self._make(self._start, cut)
+        self._floor = cut
+        self._start = cut
+        self._windows = [(s, p) for s, p in self._windows if s + WINDOW > cut]
+        if self._silence_start is not None:
+            self._silence_start = max(self._silence_start, cut)
+        self._trim(cut)
+        return utterance
+
+    def _close(self, end: int, *, keep_from: int) -> Utterance | None:
+        utterance = self._make(self._start, end)
+        speech = sum(1 for _, p in self._windows if p >= self._params.threshold) * WINDOW
+        self.state = State.QUIET
+        self._floor = end
+        self._windows = []
+        self._silence_start = None
+        self._trim(keep_from)
+        return utterance if speech >= self._params.min_speech else None
+
+    def _make(self, start: int, end: int) -> Utterance:
+        speech: list[tuple[int, int]] = []
+        pad = self._params.speech_pad
+        for window, score in self._windows:
+            if score < self._params.threshold:
+                continue
+            lo, hi = max(window - pad, start), min(window + WINDOW + pad, end)
+            if speech and lo <= speech[-1][1]:
+                speech[-1] = (speech[-1][0], max(hi, speech[-1][1]))
+            elif lo < hi:
+                speech.append((lo, hi))
+        audio = self._audio[start - self._audio_start : end - self._audio_start].copy()
+        return Utterance(start=start, audio=audio, speech=tuple(speech))
+
+    def _trim(self, keep_from: int) -> None:
+        """Forget audio before ``keep_from`` (never audio not yet scored)."""
+        keep_from = min(keep_from, self._scored)
+        drop = keep_from - self._audio_start
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self._audio_start = keep_from
+
+
+class SileroScorer:
+    """silero-vad's model, from the files the ``silero-vad`` package ships (no download).
+
+    The model carries recurrent state, so each stream gets its own instance (4 MB).
+    """
+
+    def __init__(self) -> None:
+        import silero_vad  # torch is heavy: imported only where the model is used
+        import torch
+
+        self._torch = torch
+        self._model = silero_vad.load_silero_vad(onnx=False)
+
+    def __call__(self, window: Samples) -> float:
+        with self._torch.inference_mode():
+            return float(self._model(self._torch.from_numpy(window), SAMPLE_RATE).item())
+
+
+def configure_torch(threads: int = 1) -> None:
+    """One thread per VAD call: windows are tiny, and the cores belong to the Whisper model."""
+    import torch
+
+    torch.set_num_threads(threads)

@@ -1,0 +1,32 @@
+"""Word error rate on normalised text (case, punctuation and spacing removed)."""
+
+from __future__ import annotations
+
+import re
+
+import jiwer
+
+_NUMBERS = {
+    "0": "zero",
+    "1": "one",
+    "2": "two",
+    "3": "three",
+    "4": "four",
+    "5": "five",
+    "6": "six",
+    "7": "seven",
+    "8": "eight",
+    "9": "nine",
+    "10": "ten",
+}
+
+
+def normalise(text: str) -> str:
+    text = text.lower().replace("-", " ").replace("’", "'")
+    text = re.sub(r"[^a-z0-9' ]+", " ", text)
+    words = [_NUMBERS.get(w, w) for w in text.replace("'", "").split()]
+    return " ".join(words)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return float(jiwer.wer(normalise(reference), normalise(hypothesis) or "<empty>"))

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,9 @@ def serve(config: Config) -> int:
     # faster-whisper logs every decode at INFO: one line per utterance is noise here.
     logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.root.level))
     log = logging.getLogger("streaming")
+    # The protocol choice in uvicorn_config is deliberate; don't print its deprecation at start.
+    warnings.filterwarnings("ignore", "websockets.legacy is deprecated", DeprecationWarning)
+    warnings.filterwarnings("ignore", "The `websockets` implementation is deprecated")
     try:
         # Verify the weights before binding: a checksum mismatch must stop the start.
         resolve_model(config.model, Path(config.cache_dir) if config.cache_dir else None)

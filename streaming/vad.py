@@ -15,6 +15,7 @@ Invariants, in stream samples:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -224,7 +225,10 @@ class SileroScorer:
         import torch
 
         self._torch = torch
-        self._model = silero_vad.load_silero_vad(onnx=False)
+        with warnings.catch_warnings():
+            # silero-vad ships a TorchScript model; torch 2.13 warns that jit.load is deprecated.
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+            self._model = silero_vad.load_silero_vad(onnx=False)
 
     def __call__(self, window: Samples) -> float:
         with self._torch.inference_mode():

@@ -22,7 +22,7 @@ _NUMBERS = {
 
 
 def normalise(text: str) -> str:
-    text = text.lower().replace("-", " ").replace("’", "'")
+    text = text.lower().replace("-", " ").replace("\u2019", "'")
     text = re.sub(r"[^a-z0-9' ]+", " ", text)
     words = [_NUMBERS.get(w, w) for w in text.replace("'", "").split()]
     return " ".join(words)

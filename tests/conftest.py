@@ -1,0 +1,76 @@
+"""Shared fixtures: the real speech in ../shared/data, and a real server on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "manifest.jsonl").exists():
+        pytest.fail(f"the speech data is missing: expected {DATA} (see DEVELOPERS.md)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def manifest(data_dir: Path) -> dict[str, dict[str, Any]]:
+    entries = (json.loads(line) for line in (data_dir / "manifest.jsonl").read_text().splitlines())
+    return {e["audio"]: e for e in entries}
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/v1/stream"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[RunningServer]:
+    """The real service (real model, real VAD) on a free loopback port, in a thread."""
+    import uvicorn
+
+    from streaming.app import create_app
+    from streaming.cli import uvicorn_config
+    from streaming.config import Config
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = Config(port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn_config(config, create_app(config)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthcheck").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    else:
+        pytest.fail("the server did not become healthy within 120 s")
+    yield RunningServer("127.0.0.1", port)
+    server.should_exit = True
+    thread.join(timeout=30)

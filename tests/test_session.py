@@ -1,0 +1,246 @@
+"""The sans-I/O session with a scripted engine, scripted VAD scores and a manual clock."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from streaming.clock import ManualClock
+from streaming.config import StreamConfig
+from streaming.messages import ServerMessage
+from streaming.session import Job, Phase, Session, SessionSettings
+from streaming.vad import Segmenter, VadParams
+from tests.fakes import RATE, LoudnessScorer, ScriptedEngine, silence, tone
+
+VAD = VadParams(
+    threshold=0.5,
+    min_silence=int(0.3 * RATE),
+    speech_pad=int(0.2 * RATE),
+    max_utterance=10 * RATE,
+    min_speech=int(0.1 * RATE),
+)
+
+
+class Harness:
+    """Drives a session: runs its jobs on the scripted engine when told to."""
+
+    def __init__(self, stream: StreamConfig | None = None, **settings: object) -> None:
+        self.clock = ManualClock()
+        self.engine = ScriptedEngine()
+        self.session = Session(
+            session_id="s1",
+            stream=stream or StreamConfig(encoding="pcm_f32le"),
+            settings=SessionSettings(**settings),  # type: ignore[arg-type]
+            segmenter=Segmenter(LoudnessScorer(), VAD),
+            clock=self.clock,
+        )
+        self.sent: list[ServerMessage] = []
+        self.pending: list[Job] = []
+
+    def pump(self, run_jobs: bool = True) -> None:
+        while True:
+            self.sent += self.session.messages_to_send()
+            self.pending += self.session.jobs_to_start()
+            if not (run_jobs and self.pending):
+                return
+            job = self.pending.pop(0)
+            self.session.receive_result(job.ticket, self.engine.transcribe(job.audio, job.options))
+
+    def audio(self, samples: np.ndarray, chunk_seconds: float = 0.1, run_jobs: bool = True) -> None:
+        step = int(chunk_seconds * RATE)
+        for i in range(0, len(samples), step):
+            self.clock.advance(chunk_seconds)
+            self.session.receive_bytes(samples[i : i + step].astype("<f4").tobytes())
+            self.pump(run_jobs)
+
+    def text(self, message: dict[str, object]) -> None:
+        self.session.receive_text(json.dumps(message))
+        self.pump()
+
+    def of_type(self, kind: str) -> list[ServerMessage]:
+        return [m for m in self.sent if m["type"] == kind]
+
+
+def speech_script() -> np.ndarray:
+    return np.concatenate([silence(0.5), tone(1.5), silence(0.6), tone(1.0), silence(0.6)])
+
+
+def test_ready_segments_final_and_close() -> None:
+    h = Harness(partial_interval=0)
+    h.pump()
+    assert h.sent[0]["type"] == "ready"
+    h.audio(speech_script())
+    segments = h.of_type("segment")
+    assert len(segments) == 2
+    h.text({"type": "end"})
+    [final] = h.of_type("final")
+    assert h.session.phase is Phase.CLOSED
+    assert h.session.close_code == 1000
+    assert final["transcription"] == " ".join(s["segment"]["text"] for s in segments)  # type: ignore[index]
+    words = final["response"]["word_segments"]  # type: ignore[index]
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+    assert all(w["speaker"] is None for w in words)
+
+
+def test_partials_follow_the_cadence_and_stop_when_the_utterance_closes() -> None:
+    h = Harness(partial_interval=0.5)
+    h.audio(np.concatenate([silence(0.5), tone(3.0)]))
+    partials = h.of_type("partial")
+    assert 4 <= len(partials) <= 7  # about one per 0.5 s of speech
+    texts = [p["segment"]["text"] for p in partials]  # type: ignore[index]
+    assert len(texts[-1]) >= len(texts[0])
+    h.audio(silence(1.0))
+    assert len(h.of_type("segment")) == 1
+    count = len(h.of_type("partial"))
+    h.audio(silence(2.0))
+    assert len(h.of_type("partial")) == count  # no partials in silence
+
+
+def test_no_partials_when_the_client_asked_for_none() -> None:
+    h = Harness(stream=StreamConfig(encoding="pcm_f32le", interim_results=False))
+    h.audio(np.concatenate([tone(3.0), silence(1.0)]))
+    assert h.of_type("partial") == []
+    assert len(h.of_type("segment")) == 1
+
+
+def test_finals_are_decoded_one_at_a_time_in_order() -> None:
+    h = Harness(partial_interval=0)
+    # Hold results back: three utterances close, only one decode is asked for at a time.
+    h.audio(np.concatenate([tone(0.5), silence(0.5)] * 3), run_jobs=False)
+    assert len(h.pending) == 1
+    h.pump()
+    starts = [s["segment"]["start"] for s in h.of_type("segment")]  # type: ignore[index]
+    assert len(starts) == 3
+    assert starts == sorted(starts)
+
+
+def test_finalize_closes_the_utterance_now_and_the_session_goes_on() -> None:
+    h = Harness(partial_interval=0)
+    h.audio(tone(1.0))
+    assert h.of_type("segment") == []
+    h.text({"type": "finalize"})
+    assert len(h.of_type("segment")) == 1
+    assert h.session.phase is Phase.OPEN
+    h.audio(np.concatenate([tone(1.0), silence(0.6)]))
+    assert len(h.of_type("segment")) == 2
+
+
+def test_end_transcribes_the_open_utterance() -> None:
+    h = Harness(partial_interval=0)
+    h.audio(tone(1.0))
+    h.text({"type": "end"})
+    assert len(h.of_type("segment")) == 1
+    assert h.of_type("final")[0]["transcription"]  # type: ignore[index]
+
+
+def test_base64_audio_equals_binary_audio() -> None:
+    a, b = Harness(partial_interval=0), Harness(partial_interval=0)
+    samples = speech_script()
+    a.audio(samples)
+    for i in range(0, len(samples), 1600):
+        b.clock.advance(0.1)
+        data = base64.b64encode(samples[i : i + 1600].astype("<f4").tobytes()).decode()
+        b.text({"type": "audio", "audio": data})
+    assert a.of_type("segment") == b.of_type("segment")
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "close"),
+    [
+        ("not json", "invalid_message", 1007),
+        ('{"type": "dance"}', "invalid_message", 1007),
+        ('{"type": "audio", "audio": "@@@"}', "invalid_audio", 1007),
+        ("[1, 2]", "invalid_message", 1007),
+    ],
+)
+def test_bad_messages_get_a_typed_error_and_audio_already_sent_is_kept(
+    text: str, code: str, close: int
+) -> None:
+    h = Harness(partial_interval=0)
+    h.audio(tone(1.0))
+    h.session.receive_text(text)
+    h.pump()
+    [error] = h.of_type("error")
+    assert error["code"] == code  # type: ignore[typeddict-item]
+    assert len(h.of_type("segment")) == 1  # the open utterance was still transcribed
+    assert h.of_type("final")
+    assert h.session.close_code == close
+
+
+def test_audio_after_end_is_reported_once() -> None:
+    h = Harness(partial_interval=0)
+    h.audio(tone(0.5), run_jobs=False)
+    h.session.receive_text('{"type":"end"}')
+    for _ in range(5):
+        h.session.receive_bytes(tone(0.1).tobytes())
+    h.session.receive_text('{"type":"end"}')
+    h.pump()
+    assert [e["code"] for e in h.of_type("error")] == ["unexpected_message"]  # type: ignore[typeddict-item]
+    assert h.session.close_code == 1008
+
+
+def test_frame_too_large() -> None:
+    h = Harness(partial_interval=0, max_frame_bytes=8000)  # a 0.1 s f32 frame is 6400 bytes
+    h.audio(tone(0.5))
+    h.session.receive_bytes(b"\0" * 16384)
+    h.pump()
+    assert h.of_type("error")[0]["code"] == "frame_too_large"  # type: ignore[typeddict-item]
+    assert h.session.close_code == 1009
+    assert h.of_type("segment")
+
+
+def test_session_too_long_keeps_everything_up_to_the_limit() -> None:
+    h = Harness(partial_interval=0, max_session_seconds=2.0)
+    h.audio(np.concatenate([tone(1.0), silence(0.5), tone(2.0)]))
+    assert h.of_type("error")[0]["code"] == "session_too_long"  # type: ignore[typeddict-item]
+    segments = [s["segment"] for s in h.of_type("segment")]
+    assert segments[-1]["end"] == pytest.approx(2.0)  # type: ignore[index]
+    assert h.session.close_code == 1008
+
+
+def test_idle_timeout_ends_with_a_final_and_keepalive_holds_it_off() -> None:
+    h = Harness(partial_interval=0, idle_timeout=10.0)
+    h.audio(np.concatenate([tone(1.0), silence(0.5)]))
+    h.clock.advance(9.0)
+    h.text({"type": "keepalive"})
+    h.clock.advance(9.0)
+    h.session.tick()
+    h.pump()
+    assert h.session.phase is Phase.OPEN
+    deadline = h.session.next_deadline()
+    assert deadline is not None
+    h.clock.advance(deadline - h.clock.now())
+    h.session.tick()
+    h.pump()
+    assert h.of_type("error")[0]["code"] == "idle_timeout"  # type: ignore[typeddict-item]
+    assert h.of_type("final")
+    assert h.session.close_code == 1000
+
+
+def test_a_model_failure_ends_the_stream_with_internal_error() -> None:
+    h = Harness(partial_interval=0)
+    h.audio(np.concatenate([tone(0.5), silence(0.5), tone(0.5)]), run_jobs=False)
+    [job] = h.pending
+    h.session.receive_failure(job.ticket, "scripted")
+    h.pump(run_jobs=False)
+    assert h.of_type("error")[0]["code"] == "internal_error"  # type: ignore[typeddict-item]
+    assert h.session.close_code == 1011
+    assert h.of_type("final")
+
+
+def test_words_outside_detected_speech_are_dropped() -> None:
+    from streaming.engine import DecodedWord, keep_spoken_words
+
+    words = [DecodedWord(" a", 0.0, 0.4, 0.9), DecodedWord(" b", 1.0, 1.4, 0.9)]
+    assert [w.text for w in keep_spoken_words(words, [(0.9, 2.0)])] == [" b"]
+
+
+def test_the_client_going_away_stops_all_work() -> None:
+    h = Harness(partial_interval=0)
+    h.audio(np.concatenate([tone(0.5), silence(0.5), tone(0.5), silence(0.5)]), run_jobs=False)
+    h.session.client_gone()
+    assert h.session.phase is Phase.CLOSED
+    assert h.session.jobs_to_start() == []

@@ -7,7 +7,8 @@ the session's messages, and closes with the session's close code.
 Per connection: one reader task and this handler's loop, which owns the session. The reader
 stops reading while ``MAX_QUEUED_FRAMES`` frames wait, or while more than half of
 ``max_buffered_seconds`` of closed utterances wait for the model: a client that sends faster
-than the model transcribes is slowed down through TCP instead of losing audio. Decode results come back as done-callbacks on the same event loop.
+than the model transcribes is slowed down through TCP instead of losing audio. Decode results
+come back as done-callbacks on the same event loop.
 """
 
 from __future__ import annotations

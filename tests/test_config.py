@@ -14,7 +14,7 @@ def sample(field: dataclasses.Field) -> tuple[str, object]:
     """A value other than the default, as text and as parsed."""
     choices = field.metadata.get("choices")
     if choices:
-        value = [c for c in choices if c != field.default][0]
+        value = next(c for c in choices if c != field.default)
         return value, value
     default = field.default
     if isinstance(default, bool):

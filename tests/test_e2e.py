@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def test_long_stream_segment_boundaries(long_result: Any, manifest: dict[str, An
     reference = manifest["long/ljspeech_5min.flac"]["segments"]
     segments = long_result.final["response"]["segments"]
     edges = [s["end"] for s in segments]
-    gaps = [(a[2] + b[1]) / 2 for a, b in zip(reference, reference[1:], strict=False)]
+    gaps = [(a[2] + b[1]) / 2 for a, b in itertools.pairwise(reference)]
     matched = [g for g in gaps if min(abs(e - g) for e in edges) <= BOUNDARY_TOLERANCE]
     assert len(matched) >= 0.9 * len(gaps), f"{len(matched)} of {len(gaps)} pauses end a segment"
     crossing = [s for s in segments for g in gaps if s["start"] + 0.4 < g < s["end"] - 0.4]

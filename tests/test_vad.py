@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -44,7 +46,7 @@ def test_a_long_pause_splits_and_utterances_never_overlap() -> None:
     audio = np.concatenate([tone(1.0), silence(0.35), tone(1.0), silence(1.0), tone(0.5)])
     utterances = run(audio)
     assert len(utterances) == 3
-    for a, b in zip(utterances, utterances[1:], strict=False):
+    for a, b in itertools.pairwise(utterances):
         assert a.end <= b.start
 
 
@@ -66,7 +68,7 @@ def test_long_speech_is_cut_at_the_quietest_point_and_nothing_is_lost() -> None:
     assert len(utterances) >= 2
     cut = utterances[0].end
     assert abs(cut - int(3.5 * RATE)) <= 2 * WINDOW
-    for a, b in zip(utterances, utterances[1:], strict=False):
+    for a, b in itertools.pairwise(utterances):
         assert a.end == b.start  # contiguous: no sample dropped at a cut
     assert all(len(u.audio) <= PARAMS.max_utterance for u in utterances)
 

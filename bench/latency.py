@@ -1,0 +1,147 @@
+"""Streaming latency and accuracy against offline, on the 5-minute LJ Speech file.
+
+    python -m bench.latency [--speed 1.0] [--model tiny.en] [--out bench/results/latency.json]
+
+Starts the real server (``python -m streaming serve``) on a free loopback port, streams
+``long/ljspeech_5min.flac`` paced in real time over the websocket, and reports:
+
+- final latency per reference utterance: from the send of its last audio to the arrival of
+  the ``segment`` message that holds its end (p50, p95, max);
+- time to first partial: from the send of an utterance's first audio to the first ``partial``
+  that covers it;
+- committed WER of the stream's ``final``, and offline WER of the same model (faster-whisper
+  on the whole file, beam 5, no VAD) measured in the same run, as the yardstick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from bisect import bisect_left
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from clients.stream import read_audio, stream_file
+from tests.wer import wer
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+FILE = "long/ljspeech_5min.flac"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int, model: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streaming", "serve", "--port", str(port), "--model", model,
+         "--log-level", "warning"],
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthcheck").status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not start")
+
+
+def send_time(sent_at: dict[float, float], stream_time: float) -> float:
+    """Wall time (since the first send) at which the audio at ``stream_time`` left the client."""
+    ends = sorted(sent_at)
+    return sent_at[ends[min(bisect_left(ends, stream_time), len(ends) - 1)]]
+
+
+def latencies(result: Any, sent_at: dict[float, float], reference: list[list[Any]]) -> dict[str, Any]:
+    segments = [(m["segment"], t) for m, t in zip(result.messages, result.arrivals, strict=True)
+                if m["type"] == "segment"]
+    partials = [(m["segment"], t) for m, t in zip(result.messages, result.arrivals, strict=True)
+                if m["type"] == "partial"]
+    finals, firsts = [], []
+    for _, start, end in reference:
+        holder = next((t for s, t in segments if s["start"] <= end <= s["end"] + 0.35), None)
+        if holder is not None:
+            finals.append(holder - send_time(sent_at, end))
+        sent = send_time(sent_at, start)
+        first = next((t for s, t in partials if s["end"] > start and t > sent and s["start"] < end), None)
+        if first is not None:
+            firsts.append(first - sent)
+    def stats(xs: list[float]) -> dict[str, float]:
+        return {"p50": float(np.percentile(xs, 50)), "p95": float(np.percentile(xs, 95)),
+                "max": float(max(xs)), "n": len(xs)}
+    return {"final_latency_s": stats(finals), "first_partial_s": stats(firsts),
+            "partials": len(partials), "segments": len(segments)}
+
+
+def offline_wer(model: str, text: str) -> tuple[float, float]:
+    from faster_whisper import WhisperModel
+
+    from streaming.audio import decode_file
+    from streaming.models import resolve_model
+
+    path, _ = resolve_model(model)
+    whisper = WhisperModel(path, device="cpu", compute_type="int8")
+    audio = decode_file((DATA / FILE).read_bytes())
+    started = time.perf_counter()
+    segments, _ = whisper.transcribe(audio, beam_size=5, language="en")
+    hypothesis = " ".join(s.text.strip() for s in segments)
+    return wer(text, hypothesis), time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--speed", type=float, default=1.0, help="pacing: 1.0 is real time")
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency.json")
+    args = parser.parse_args()
+    entry = next(json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines()
+                 if json.loads(line)["audio"] == FILE)
+    port = free_port()
+    server = start_server(port, args.model)
+    try:
+        sent_at: dict[float, float] = {}
+        recording = read_audio(DATA / FILE)
+        result = asyncio.run(stream_file(
+            f"ws://127.0.0.1:{port}/v1/stream", recording, realtime=True, speed=args.speed,
+            sent_at=sent_at,
+        ))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    final = result.final
+    assert final is not None, result.errors
+    report = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "model": args.model,
+        "speed": args.speed,
+        "audio_seconds": recording.duration,
+        "streaming_wer": wer(entry["text"], final["transcription"]),
+        **latencies(result, sent_at, entry["segments"]),
+    }
+    report["offline_wer"], report["offline_seconds"] = offline_wer(args.model, entry["text"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

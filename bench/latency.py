@@ -48,8 +48,18 @@ def free_port() -> int:
 
 def start_server(port: int, model: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "streaming", "serve", "--port", str(port), "--model", model,
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "streaming",
+            "serve",
+            "--port",
+            str(port),
+            "--model",
+            model,
+            "--log-level",
+            "warning",
+        ],
         cwd=ROOT,
     )
     deadline = time.monotonic() + 120
@@ -71,10 +81,16 @@ def send_time(sent_at: dict[float, float], stream_time: float) -> float:
 
 
 def latencies(result: Any, sent_at: dict[float, float], reference: list[list[Any]]) -> dict[str, Any]:
-    segments = [(m["segment"], t) for m, t in zip(result.messages, result.arrivals, strict=True)
-                if m["type"] == "segment"]
-    partials = [(m["segment"], t) for m, t in zip(result.messages, result.arrivals, strict=True)
-                if m["type"] == "partial"]
+    segments = [
+        (m["segment"], t)
+        for m, t in zip(result.messages, result.arrivals, strict=True)
+        if m["type"] == "segment"
+    ]
+    partials = [
+        (m["segment"], t)
+        for m, t in zip(result.messages, result.arrivals, strict=True)
+        if m["type"] == "partial"
+    ]
     finals, firsts = [], []
     for _, start, end in reference:
         holder = next((t for s, t in segments if s["start"] <= end <= s["end"] + 0.35), None)
@@ -84,11 +100,21 @@ def latencies(result: Any, sent_at: dict[float, float], reference: list[list[Any
         first = next((t for s, t in partials if s["end"] > start and t > sent and s["start"] < end), None)
         if first is not None:
             firsts.append(first - sent)
+
     def stats(xs: list[float]) -> dict[str, float]:
-        return {"p50": float(np.percentile(xs, 50)), "p95": float(np.percentile(xs, 95)),
-                "max": float(max(xs)), "n": len(xs)}
-    return {"final_latency_s": stats(finals), "first_partial_s": stats(firsts),
-            "partials": len(partials), "segments": len(segments)}
+        return {
+            "p50": float(np.percentile(xs, 50)),
+            "p95": float(np.percentile(xs, 95)),
+            "max": float(max(xs)),
+            "n": len(xs),
+        }
+
+    return {
+        "final_latency_s": stats(finals),
+        "first_partial_s": stats(firsts),
+        "partials": len(partials),
+        "segments": len(segments),
+    }
 
 
 def offline_wer(model: str, text: str) -> tuple[float, float]:
@@ -112,17 +138,25 @@ def main() -> None:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency.json")
     args = parser.parse_args()
-    entry = next(json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines()
-                 if json.loads(line)["audio"] == FILE)
+    entry = next(
+        json.loads(line)
+        for line in (DATA / "manifest.jsonl").read_text().splitlines()
+        if json.loads(line)["audio"] == FILE
+    )
     port = free_port()
     server = start_server(port, args.model)
     try:
         sent_at: dict[float, float] = {}
         recording = read_audio(DATA / FILE)
-        result = asyncio.run(stream_file(
-            f"ws://127.0.0.1:{port}/v1/stream", recording, realtime=True, speed=args.speed,
-            sent_at=sent_at,
-        ))
+        result = asyncio.run(
+            stream_file(
+                f"ws://127.0.0.1:{port}/v1/stream",
+                recording,
+                realtime=True,
+                speed=args.speed,
+                sent_at=sent_at,
+            )
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -239,8 +239,12 @@ class Session:
         """A partial would be worth a decode now, cadence aside: there is new audio to hear."""
         if self.phase is not Phase.OPEN or not self._wants_partials() or self._partial is not None:
             return False
-        current = self._segmenter.current()
-        return current is not None and len(current.audio) >= self._last_partial_size + MIN_PARTIAL_GROWTH
+        if self._segmenter.trailing_silence:
+            # A pause adds no words, and the utterance's final may be due any moment: keep the
+            # worker free for it.
+            return False
+        growing = self._segmenter.open_samples
+        return growing > 0 and growing >= self._last_partial_size + MIN_PARTIAL_GROWTH
 
     def _idle_deadline(self) -> float:
         """Idle means the client sent nothing while we had nothing to do: while a backlog is
@@ -257,8 +261,7 @@ class Session:
     @property
     def waiting_seconds(self) -> float:
         """Closed utterances not yet transcribed, in seconds of audio."""
-        in_flight = len(self._in_flight[1].audio) if self._in_flight else 0
-        return (sum(len(u.audio) for _, u in self._waiting) + in_flight) / SAMPLE_RATE
+        return self._waiting_samples() / SAMPLE_RATE
 
     @property
     def transcripts(self) -> list[Transcript]:
@@ -309,10 +312,11 @@ class Session:
         self._last_partial_size = 0
 
     def _buffered_samples(self) -> int:
-        open_utterance = self._segmenter.current()
-        waiting = sum(len(u.audio) for _, u in self._waiting)
+        return self._waiting_samples() + self._segmenter.open_samples
+
+    def _waiting_samples(self) -> int:
         in_flight = len(self._in_flight[1].audio) if self._in_flight else 0
-        return waiting + in_flight + (len(open_utterance.audio) if open_utterance else 0)
+        return in_flight + sum(len(u.audio) for _, u in self._waiting)
 
     # ------------------------------------------------------------------ decoding
 

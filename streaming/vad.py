@@ -130,6 +130,16 @@ class Segmenter:
                 closed.append(utterance)
         return closed
 
+    @property
+    def open_samples(self) -> int:
+        """Length of the open utterance so far (0 while quiet), without copying it."""
+        return self.received - self._start if self.state is State.SPEAKING else 0
+
+    @property
+    def trailing_silence(self) -> bool:
+        """The open utterance is in a pause that may end it."""
+        return self.state is State.SPEAKING and self._silence_start is not None
+
     def current(self) -> Utterance | None:
         """The open utterance so far (for partial decodes), or None while quiet."""
         if self.state is not State.SPEAKING:

@@ -14,10 +14,7 @@ from streaming.errors import StreamingError
 from tests.schema import validate_message
 
 DOC = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
-EXAMPLES = [
-    json.loads(block)
-    for block in re.findall(r"```json\n(.*?)```", DOC, flags=re.S)
-]
+EXAMPLES = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", DOC, flags=re.S)]
 
 
 def test_the_doc_has_an_example_of_each_message() -> None:

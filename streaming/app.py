@@ -29,7 +29,7 @@ from streaming.audio import decode_file
 from streaming.clock import Clock, MonotonicClock
 from streaming.config import Config, StreamConfig, parse_stream_config
 from streaming.engine import Engine, Thresholds, WhisperEngine
-from streaming.errors import InvalidParameter, NotReady, ServerFull, StreamingError
+from streaming.errors import BodyTooLarge, InvalidParameter, NotReady, ServerFull, StreamingError
 from streaming.models import resolve_model
 from streaming.scheduler import Scheduler
 from streaming.session import Phase, Session, SessionSettings
@@ -197,19 +197,15 @@ def _http_error(exc: StreamingError, status: int) -> JSONResponse:
     return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=status)
 
 
-class _BodyTooLarge(StreamingError):
-    code = "body_too_large"
-
-
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
+        raise BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise _BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
+            raise BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
     return bytes(body)
 
 
@@ -222,7 +218,7 @@ async def predict_endpoint(request: Request) -> JSONResponse:
     assert found.scheduler is not None
     try:
         body = await _read_body(request, found.config.max_body_bytes)
-    except _BodyTooLarge as exc:
+    except BodyTooLarge as exc:
         return _http_error(exc, 413)
     try:
         payload = json.loads(body)

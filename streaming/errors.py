@@ -13,6 +13,7 @@
     ├── IdleTimeout                      idle_timeout         1000
     ├── ServerFull                       server_full          1013
     ├── NotReady                         not_ready            1013  model still loading
+    ├── BodyTooLarge                     body_too_large       (HTTP 413) POST /predict only
     └── InternalError                    internal_error       1011
 
 Only :mod:`streaming.transport` turns one into an ``error`` message and a close; the session
@@ -86,6 +87,13 @@ class ServerFull(StreamingError):
 class NotReady(StreamingError):
     code = "not_ready"
     close_code = 1013
+
+
+class BodyTooLarge(StreamingError):
+    """A ``POST /predict`` body above ``max_body_bytes`` (answered with HTTP 413)."""
+
+    code = "body_too_large"
+    close_code = 1009
 
 
 class InternalError(StreamingError):

@@ -200,3 +200,10 @@ def test_invalid_query_gets_an_error_and_close_before_audio(server: RunningServe
     messages, code = asyncio.run(go())
     assert '"invalid_parameter"' in messages[0]
     assert code == 1008
+
+
+def test_predict_oversized_body_is_413(server: RunningServer) -> None:
+    body = b'{"audio": "' + b"A" * (64 << 20) + b'"}'
+    response = httpx.post(f"{server.http_url}/predict", content=body, timeout=60)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"

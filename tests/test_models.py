@@ -45,7 +45,7 @@ def test_a_corrupt_joined_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_directory_without_a_model_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="missing model.bin"):
+    with pytest.raises(ModelError, match=r"missing model\.bin"):
         resolve_model(str(tmp_path))
     with pytest.raises(ModelError, match="does not exist"):
         resolve_model(str(tmp_path / "nowhere"))

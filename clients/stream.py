@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         text = json.dumps({k: v for k, v in final.items() if k != "type"}, indent=2, ensure_ascii=False)
         if args.out:
             args.out.write_text(text + "\n")
+        elif sys.stdout.isatty():
+            # A person reads the segments above; the full JSON is for programs (--out, or a pipe).
+            print(f"\n{final['transcription']}\n(write the full JSON with --out FILE)")
         else:
             print(text)
     if result.errors or final is None:

@@ -207,3 +207,28 @@ def test_predict_oversized_body_is_413(server: RunningServer) -> None:
     response = httpx.post(f"{server.http_url}/predict", content=body, timeout=60)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
+
+
+def test_client_cli_writes_the_final_json(server: RunningServer, data_dir: Path, tmp_path: Path) -> None:
+    from clients.stream import main
+
+    out = tmp_path / "final.json"
+    code = main([str(data_dir / "ljspeech/LJ001-0002.flac"), "--url", server.ws_url, "--out", str(out)])
+    assert code == 0
+    import json
+
+    body = json.loads(out.read_text())
+    validate_hosted(body)
+    assert "comparatively modern" in body["transcription"].lower()
+
+
+def test_client_cli_exits_non_zero_on_a_server_error(
+    server: RunningServer, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clients.stream import main
+
+    code = main([str(data_dir / "ljspeech/LJ001-0002.flac"), "--url", server.ws_url, "--language", "fr"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "invalid_parameter" in captured.out
+    assert "1008" in captured.err

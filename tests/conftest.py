@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -43,9 +44,10 @@ class RunningServer:
         return f"http://{self.host}:{self.port}"
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[RunningServer]:
+@contextlib.contextmanager
+def running_server(**settings: Any) -> Iterator[RunningServer]:
     """The real service (real model, real VAD) on a free loopback port, in a thread."""
+    import httpx
     import uvicorn
 
     from streaming.app import create_app
@@ -55,22 +57,29 @@ def server() -> Iterator[RunningServer]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = Config(port=port, log_level="warning")
+    config = Config(port=port, log_level="warning", **settings)
     server = uvicorn.Server(uvicorn_config(config, create_app(config)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    import httpx
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthcheck").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("the server did not become healthy within 120 s")
+        yield RunningServer("127.0.0.1", port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthcheck").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    else:
-        pytest.fail("the server did not become healthy within 120 s")
-    yield RunningServer("127.0.0.1", port)
-    server.should_exit = True
-    thread.join(timeout=30)
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[RunningServer]:
+    with running_server() as running:
+        yield running

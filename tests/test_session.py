@@ -244,3 +244,15 @@ def test_the_client_going_away_stops_all_work() -> None:
     h.session.client_gone()
     assert h.session.phase is Phase.CLOSED
     assert h.session.jobs_to_start() == []
+
+
+def test_prompt_and_hotwords_reach_the_decoder() -> None:
+    h = Harness(
+        stream=StreamConfig(encoding="pcm_f32le", prompt="Kubernetes pods", hotwords="kubectl"),
+        partial_interval=0,
+    )
+    h.audio(np.concatenate([tone(1.0), silence(0.6)]))
+    [(_, options)] = h.engine.calls
+    assert options.prompt == "Kubernetes pods"
+    assert options.hotwords == "kubectl"
+    assert options.word_timestamps

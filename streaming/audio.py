@@ -68,7 +68,6 @@ class StreamDecoder:
             self._resampler = soxr.ResampleStream(
                 config.sample_rate, MODEL_SAMPLE_RATE, 1, dtype="float32", quality="HQ"
             )
-        self.bytes_received = 0
 
     @property
     def pending_bytes(self) -> int:
@@ -77,7 +76,6 @@ class StreamDecoder:
 
     def decode(self, data: bytes) -> Samples:
         """Decode a chunk; bytes of an incomplete sample frame are kept for the next one."""
-        self.bytes_received += len(data)
         buffer = self._pending + data
         usable = len(buffer) - len(buffer) % self._config.frame_bytes
         self._pending = buffer[usable:]

@@ -254,18 +254,9 @@ class Session:
         return self._last_activity + self.settings.idle_timeout
 
     @property
-    def buffered_seconds(self) -> float:
-        """Audio held waiting for the model, in seconds."""
-        return self._buffered_samples() / SAMPLE_RATE
-
-    @property
     def waiting_seconds(self) -> float:
         """Closed utterances not yet transcribed, in seconds of audio."""
         return self._waiting_samples() / SAMPLE_RATE
-
-    @property
-    def transcripts(self) -> list[Transcript]:
-        return list(self._transcripts)
 
     # ------------------------------------------------------------------ audio
 

@@ -29,7 +29,14 @@ from streaming.audio import decode_file
 from streaming.clock import Clock, MonotonicClock
 from streaming.config import Config, StreamConfig, parse_stream_config
 from streaming.engine import Engine, Thresholds, WhisperEngine
-from streaming.errors import BodyTooLarge, InvalidParameter, NotReady, ServerFull, StreamingError
+from streaming.errors import (
+    BodyTooLarge,
+    InvalidParameter,
+    NotReady,
+    ServerFull,
+    ShuttingDown,
+    StreamingError,
+)
 from streaming.models import resolve_model
 from streaming.scheduler import Scheduler
 from streaming.session import Phase, Session, SessionSettings
@@ -42,6 +49,41 @@ EngineFactory = Callable[[], Engine]
 ScorerFactory = Callable[[], Scorer]
 
 
+class Lifecycle:
+    """Open streams and the drain: shared by the app and whoever stops the server.
+
+    ``drain(timeout)`` stops admitting streams, lets open ones go on for up to ``deadline``
+    seconds, then tells each to end (its received audio is still transcribed into a final) and
+    returns once every stream is closed.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: set[str] = set()
+        self.draining = False
+        self.stop = asyncio.Event()  # set: open streams end now
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def opened(self, session_id: str) -> None:
+        self.sessions.add(session_id)
+        self._idle.clear()
+
+    def closed(self, session_id: str) -> None:
+        self.sessions.discard(session_id)
+        if not self.sessions:
+            self._idle.set()
+
+    async def drain(self, deadline: float) -> None:
+        self.draining = True
+        logger.info("draining: %d open streams, up to %g s", len(self.sessions), deadline)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), deadline)
+        if self.sessions:
+            logger.info("drain deadline: ending %d streams with their finals", len(self.sessions))
+        self.stop.set()
+        await self._idle.wait()
+
+
 @dataclass
 class Services:
     """What the lifespan creates once and every request uses."""
@@ -52,7 +94,7 @@ class Services:
     engine: Engine | None = None
     scheduler: Scheduler | None = None
     load_error: str | None = None
-    sessions: set[str] = field(default_factory=set)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
     @property
     def ready(self) -> bool:
@@ -102,6 +144,7 @@ def create_app(
     scorer_factory: ScorerFactory | None = None,
     clock: Clock | None = None,
     on_fatal: Callable[[BaseException], None] | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> Starlette:
     """The service. Factories are injectable so tests can run it with scripted parts."""
     make_engine = engine_factory or whisper_factory(config)
@@ -110,7 +153,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         configure_torch()
         found = Services(
-            config=config, clock=clock or MonotonicClock(), make_scorer=scorer_factory or SileroScorer
+            config=config,
+            clock=clock or MonotonicClock(),
+            make_scorer=scorer_factory or SileroScorer,
+            lifecycle=lifecycle or Lifecycle(),
         )
 
         async def load() -> None:
@@ -175,7 +221,11 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     except InvalidParameter as exc:
         await refuse(websocket, exc)
         return
-    if len(found.sessions) >= found.config.max_sessions:
+    lifecycle = found.lifecycle
+    if lifecycle.draining:
+        await refuse(websocket, ShuttingDown("the server is shutting down; connect to another"))
+        return
+    if len(lifecycle.sessions) >= found.config.max_sessions:
         await refuse(
             websocket,
             ServerFull(
@@ -184,13 +234,13 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         )
         return
     session = _new_session(found, stream)
-    found.sessions.add(session.id)
+    lifecycle.opened(session.id)
     try:
         logger.info("session %s opened: %s", session.id, stream)
         await websocket.accept()
-        await StreamConnection(websocket, session, found.scheduler, found.clock).run()
+        await StreamConnection(websocket, session, found.scheduler, found.clock, stop=lifecycle.stop).run()
     finally:
-        found.sessions.discard(session.id)
+        lifecycle.closed(session.id)
 
 
 def _http_error(exc: StreamingError, status: int) -> JSONResponse:

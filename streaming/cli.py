@@ -112,7 +112,8 @@ def uvicorn_config(config: Config, app: Any) -> Any:
 def serve(config: Config) -> int:
     import uvicorn
 
-    from streaming.app import create_app
+    from streaming.app import Lifecycle, create_app
+    from streaming.server import DrainingServer
 
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -138,8 +139,9 @@ def serve(config: Config) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(config, on_fatal=on_fatal)
-    server = uvicorn.Server(uvicorn_config(config, app))
+    lifecycle = Lifecycle()
+    app = create_app(config, on_fatal=on_fatal, lifecycle=lifecycle)
+    server = DrainingServer(uvicorn_config(config, app), lifecycle, config.drain_timeout)
     asyncio.run(server.serve())
     if failure:
         log.error("stopped: the model could not be loaded: %s", failure[0])

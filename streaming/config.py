@@ -96,6 +96,9 @@ class Config:
     )
     idle_timeout: float = _opt(60.0, "seconds without audio or keepalive before a stream ends")
     max_body_bytes: int = _opt(64 << 20, "largest POST /predict body")
+    drain_timeout: float = _opt(
+        30.0, "on SIGTERM, seconds open streams may go on before they are ended with a final"
+    )
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -119,6 +122,7 @@ class Config:
             ),
             (self.idle_timeout > 0, "idle_timeout must be > 0"),
             (self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024"),
+            (self.drain_timeout >= 0, "drain_timeout must be >= 0"),
         ]
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")

@@ -13,6 +13,7 @@
     ├── IdleTimeout                      idle_timeout         1000
     ├── ServerFull                       server_full          1013
     ├── NotReady                         not_ready            1013  model still loading
+    ├── ShuttingDown                     shutting_down        1001  the server is draining
     ├── BodyTooLarge                     body_too_large       (HTTP 413) POST /predict only
     └── InternalError                    internal_error       1011
 
@@ -87,6 +88,11 @@ class ServerFull(StreamingError):
 class NotReady(StreamingError):
     code = "not_ready"
     close_code = 1013
+
+
+class ShuttingDown(StreamingError):
+    code = "shutting_down"
+    close_code = 1001
 
 
 class BodyTooLarge(StreamingError):

@@ -35,6 +35,7 @@ from streaming.errors import (
     InternalError,
     Overloaded,
     SessionTooLong,
+    ShuttingDown,
     StreamingError,
     UnexpectedMessage,
 )
@@ -206,6 +207,16 @@ class Session:
                 )
             )
         self._dispatch()
+
+    def going_away(self) -> None:
+        """The server is shutting down: take no more audio, transcribe what was received, send
+        the final and close with 1001."""
+        if self.phase is Phase.OPEN:
+            self._finish(
+                ShuttingDown(
+                    "the server is shutting down; everything received is transcribed, reconnect to go on"
+                )
+            )
 
     def client_gone(self) -> None:
         """The client disconnected: nothing more can be sent, so stop all work."""
@@ -395,8 +406,10 @@ class Session:
     def _expect_open(self, what: str) -> bool:
         if self.phase is Phase.OPEN:
             return True
-        if self.phase is Phase.ENDING and not self._told_ended:
-            self._told_ended = True  # once: a client streaming on must not get an error per frame
+        # Report once, and only when the client ended the stream itself: after a server-side
+        # end (a limit, a shutdown) frames already in flight are expected and dropped quietly.
+        if self.phase is Phase.ENDING and self.error is None and not self._told_ended:
+            self._told_ended = True
             self._report(
                 UnexpectedMessage(
                     f"{what} after the end of the stream; no more messages are taken, "

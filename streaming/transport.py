@@ -43,12 +43,17 @@ class _Disconnected:
 
 
 @dataclass(frozen=True, slots=True)
+class _Stop:
+    """The server is shutting down."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Result:
     job: Job
     future: asyncio.Future[PartialResult]
 
 
-_Event = _Frame | _Disconnected | _Result
+_Event = _Frame | _Disconnected | _Result | _Stop
 
 
 async def refuse(websocket: WebSocket, exc: StreamingError) -> None:
@@ -62,7 +67,15 @@ async def refuse(websocket: WebSocket, exc: StreamingError) -> None:
 class StreamConnection:
     """Runs one session over one accepted websocket."""
 
-    def __init__(self, websocket: WebSocket, session: Session, scheduler: Scheduler, clock: Clock) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        session: Session,
+        scheduler: Scheduler,
+        clock: Clock,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self._stop = stop or asyncio.Event()  # set when the server drains: end the stream
         self._ws = websocket
         self._session = session
         self._scheduler = scheduler
@@ -80,6 +93,7 @@ class StreamConnection:
     async def run(self) -> None:
         session = self._session
         reader = asyncio.create_task(self._read(), name=f"read-{session.id}")
+        stopper = asyncio.create_task(self._watch_stop(), name=f"stop-{session.id}")
         try:
             await self._flush()
             while session.phase is not Phase.CLOSED:
@@ -101,9 +115,10 @@ class StreamConnection:
             raise
         finally:
             reader.cancel()
+            stopper.cancel()
             for future in self._pending:
                 future.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            await asyncio.gather(reader, stopper, return_exceptions=True)
         logger.info("session %s closed with %s", session.id, session.close_code)
 
     async def _abort(self) -> None:
@@ -126,6 +141,10 @@ class StreamConnection:
                 return
             data = message.get("bytes")
             self._inbox.put_nowait(_Frame(data if data is not None else message.get("text", "")))
+
+    async def _watch_stop(self) -> None:
+        await self._stop.wait()
+        self._inbox.put_nowait(_Stop())
 
     async def _next_event(self) -> _Event | None:
         """The next input, or None when the session's deadline comes first."""
@@ -160,6 +179,8 @@ class StreamConnection:
                     session.receive_result(job.ticket, decoded)
                 else:
                     session.receive_failure(job.ticket, "superseded")
+            case _Stop():
+                session.going_away()
             case _Disconnected(code):
                 logger.info("session %s: client disconnected (%d)", session.id, code)
                 self._connected = False

@@ -20,58 +20,21 @@ import asyncio
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import time
 from bisect import bisect_left
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from clients.stream import read_audio, stream_file
+from streaming.testing import free_port, serve_process
 from tests.wer import wer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 FILE = "long/ljspeech_5min.flac"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(port: int, model: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streaming",
-            "serve",
-            "--port",
-            str(port),
-            "--model",
-            model,
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthcheck").status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the server did not start")
 
 
 def send_time(sent_at: dict[float, float], stream_time: float) -> float:
@@ -144,7 +107,7 @@ def main() -> None:
         if json.loads(line)["audio"] == FILE
     )
     port = free_port()
-    server = start_server(port, args.model)
+    server = serve_process(port, "--model", args.model, cwd=str(ROOT))
     try:
         sent_at: dict[float, float] = {}
         recording = read_audio(DATA / FILE)

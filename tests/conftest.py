@@ -6,7 +6,6 @@ import contextlib
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +46,12 @@ class RunningServer:
 @contextlib.contextmanager
 def running_server(**settings: Any) -> Iterator[RunningServer]:
     """The real service (real model, real VAD) on a free loopback port, in a thread."""
-    import httpx
     import uvicorn
 
     from streaming.app import create_app
     from streaming.cli import uvicorn_config
     from streaming.config import Config
+    from streaming.testing import wait_until_healthy
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -62,15 +61,7 @@ def running_server(**settings: Any) -> Iterator[RunningServer]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthcheck").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
+        if not wait_until_healthy(f"http://127.0.0.1:{port}"):
             pytest.fail("the server did not become healthy within 120 s")
         yield RunningServer("127.0.0.1", port)
     finally:

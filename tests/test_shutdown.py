@@ -5,49 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import websockets
 
 from clients.stream import read_audio, stream_file
+from streaming.testing import free_port, serve_process
 from tests.schema import validate_message
 
 pytestmark = pytest.mark.model
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start(port: int, *flags: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streaming", "serve", "--port", str(port), "--log-level", "warning", *flags],
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthcheck").status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    pytest.fail("the server did not start")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize(("sig", "drain"), [(signal.SIGTERM, "2"), (signal.SIGINT, "30")])
 def test_a_signal_drains_open_streams_into_their_finals(data_dir: Path, sig: int, drain: str) -> None:
     port = free_port()
-    process = start(port, "--drain-timeout", drain)
+    process = serve_process(port, "--drain-timeout", drain, cwd=str(ROOT))
     url = f"ws://127.0.0.1:{port}/v1/stream"
     recording = read_audio(data_dir / "long/sonnet_librivox.flac")
 

@@ -188,6 +188,7 @@ def create_app(
             WebSocketRoute("/v1/stream", stream_endpoint),
             Route("/predict", predict_endpoint, methods=["POST"]),
             Route("/healthcheck", healthcheck_endpoint, methods=["GET"]),
+            Route("/ready", ready_endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -334,3 +335,19 @@ async def healthcheck_endpoint(request: Request) -> JSONResponse:
     if found.load_error is not None:
         return JSONResponse({"status": "error", "error": found.load_error}, status_code=503)
     return JSONResponse({"status": "loading"}, status_code=503)
+
+
+async def ready_endpoint(request: Request) -> JSONResponse:
+    """Would a new stream be admitted now? 200 if so, 503 if not (loading, full or draining)."""
+    found = services(request)
+    lifecycle = found.lifecycle
+    body = {
+        "ready": found.ready
+        and not lifecycle.draining
+        and len(lifecycle.sessions) < found.config.max_sessions,
+        "sessions": len(lifecycle.sessions),
+        "max_sessions": found.config.max_sessions,
+        "model_loaded": found.ready,
+        "draining": lifecycle.draining,
+    }
+    return JSONResponse(body, status_code=200 if body["ready"] else 503)

@@ -27,6 +27,7 @@ def test_healthcheck_is_503_while_the_model_loads_then_200() -> None:
         response = client.get("/healthcheck")
         assert response.status_code == 503
         assert response.json() == {"status": "loading"}
+        assert client.get("/ready").status_code == 503
         with client.websocket_connect("/v1/stream") as ws:
             assert json.loads(ws.receive_text())["code"] == "not_ready"
         release.set()
@@ -62,8 +63,18 @@ def test_server_full_is_refused_with_1013() -> None:
             if client.get("/healthcheck").status_code == 200:
                 break
             threading.Event().wait(0.05)
+        assert client.get("/ready").json() == {
+            "ready": True,
+            "sessions": 0,
+            "max_sessions": 1,
+            "model_loaded": True,
+            "draining": False,
+        }
         with client.websocket_connect("/v1/stream?encoding=pcm_f32le") as first:
             assert json.loads(first.receive_text())["type"] == "ready"
+            full = client.get("/ready")
+            assert full.status_code == 503
+            assert full.json()["sessions"] == 1
             with client.websocket_connect("/v1/stream") as second:
                 message = json.loads(second.receive_text())
                 assert message["code"] == "server_full"

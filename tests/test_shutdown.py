@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 import websockets
 
@@ -30,6 +31,10 @@ def test_a_signal_drains_open_streams_into_their_finals(data_dir: Path, sig: int
         await asyncio.sleep(8.0)
         os.kill(process.pid, sig)
         await asyncio.sleep(0.5)
+        if sig == signal.SIGTERM:  # within the 2 s grace the server still answers, not admitting
+            readiness = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/ready")
+            assert readiness.status_code == 503
+            assert readiness.json()["draining"] is True
         refused = None
         try:
             async with websockets.connect(url) as ws:

@@ -100,16 +100,6 @@ class Services:
     def ready(self) -> bool:
         return self.engine is not None and self.scheduler is not None
 
-    def vad_params(self) -> VadParams:
-        c = self.config
-        return VadParams.from_seconds(
-            threshold=c.vad_threshold,
-            min_silence=c.min_silence,
-            speech_pad=c.speech_pad,
-            max_utterance=c.max_utterance,
-            min_speech=c.min_speech,
-        )
-
 
 def services(conn: HTTPConnection) -> Services:
     """The typed services of the running app (Starlette's lifespan state is untyped)."""
@@ -201,7 +191,7 @@ def _new_session(found: Services, stream: StreamConfig) -> Session:
         session_id=session_id,
         stream=stream,
         settings=SessionSettings.from_config(found.config, found.engine.name),
-        segmenter=Segmenter(found.make_scorer(), found.vad_params()),
+        segmenter=Segmenter(found.make_scorer(), VadParams.from_config(found.config)),
         clock=found.clock,
     )
 

@@ -26,13 +26,13 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 class DecodeOptions:
     """How one utterance is decoded: what the stream chose and what the server allows."""
 
-    language: str | None = "en"  # None: detect
-    task: Literal["transcribe", "translate"] = "transcribe"
-    beam_size: int = 5
-    word_timestamps: bool = True
-    prompt: str | None = None
-    hotwords: str | None = None
-    temperature_fallback: bool = True
+    language: str | None  # None: detect
+    task: Literal["transcribe", "translate"]
+    beam_size: int
+    word_timestamps: bool
+    prompt: str | None
+    hotwords: str | None
+    temperature_fallback: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +53,11 @@ class Decoded:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """The model's hallucination guards (faster-whisper's own semantics)."""
+    """The model's hallucination guards (faster-whisper's own semantics; defaults in Config)."""
 
-    no_speech: float = 0.6
-    log_prob: float = -1.0
-    compression_ratio: float = 2.4
+    no_speech: float
+    log_prob: float
+    compression_ratio: float
 
 
 class Engine(Protocol):
@@ -83,10 +83,10 @@ class WhisperEngine:
         model_path: str,
         *,
         name: str,
-        device: str = "auto",
-        compute_type: str = "default",
-        cpu_threads: int = 0,
-        thresholds: Thresholds = Thresholds(),
+        device: str,
+        compute_type: str,
+        cpu_threads: int,
+        thresholds: Thresholds,
     ) -> None:
         from faster_whisper import WhisperModel  # heavy: imported where the model is loaded
 

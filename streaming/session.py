@@ -70,18 +70,18 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    """The server-side settings one session runs with (from :class:`~streaming.config.Config`)."""
+    """The server-side settings one session runs with (defaults live in :class:`Config`)."""
 
-    model: str = "tiny.en"
-    beam_size: int = 5
-    partial_beam_size: int = 1
-    partial_interval: float = 0.5
-    condition_on_previous_text: bool = False
-    prompt_chars: int = 200
-    max_frame_bytes: int = 1 << 20
-    max_session_seconds: float = 4 * 3600.0
-    max_buffered_seconds: float = 60.0
-    idle_timeout: float = 60.0
+    model: str
+    beam_size: int
+    partial_beam_size: int
+    partial_interval: float
+    condition_on_previous_text: bool
+    prompt_chars: int
+    max_frame_bytes: int
+    max_session_seconds: float
+    max_buffered_seconds: float
+    idle_timeout: float
 
     @classmethod
     def from_config(cls, config: Config, model: str) -> SessionSettings:

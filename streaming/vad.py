@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from streaming.audio import Samples
+from streaming.config import Config
 
 WINDOW = 512  # samples per VAD score at 16 kHz (32 ms), what silero-vad expects
 SAMPLE_RATE = 16000
@@ -37,13 +38,13 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VadParams:
-    """Segmentation parameters, in samples at 16 kHz."""
+    """Segmentation parameters, in samples at 16 kHz (defaults live in :class:`Config`)."""
 
-    threshold: float = 0.5
-    min_silence: int = int(0.3 * SAMPLE_RATE)
-    speech_pad: int = int(0.3 * SAMPLE_RATE)
-    max_utterance: int = 12 * SAMPLE_RATE
-    min_speech: int = int(0.2 * SAMPLE_RATE)
+    threshold: float
+    min_silence: int
+    speech_pad: int
+    max_utterance: int
+    min_speech: int
 
     @property
     def neg_threshold(self) -> float:
@@ -51,24 +52,16 @@ class VadParams:
         return max(self.threshold - 0.15, 0.01)
 
     @classmethod
-    def from_seconds(
-        cls,
-        *,
-        threshold: float,
-        min_silence: float,
-        speech_pad: float,
-        max_utterance: float,
-        min_speech: float,
-    ) -> VadParams:
-        def samples(s: float) -> int:
-            return round(s * SAMPLE_RATE)
+    def from_config(cls, config: Config) -> VadParams:
+        def samples(seconds: float) -> int:
+            return round(seconds * SAMPLE_RATE)
 
         return cls(
-            threshold=threshold,
-            min_silence=samples(min_silence),
-            speech_pad=samples(speech_pad),
-            max_utterance=samples(max_utterance),
-            min_speech=samples(min_speech),
+            threshold=config.vad_threshold,
+            min_silence=samples(config.min_silence),
+            speech_pad=samples(config.speech_pad),
+            max_utterance=samples(config.max_utterance),
+            min_speech=samples(config.min_speech),
         )
 
 

@@ -6,8 +6,18 @@ import numpy as np
 
 from streaming.audio import Samples
 from streaming.engine import Decoded, DecodedWord, DecodeOptions
+from streaming.vad import VadParams
 
 RATE = 16000
+
+# Segmentation for scripted tests: quick to speak and to fall silent, cuts at 4 s.
+TEST_VAD = VadParams(
+    threshold=0.5,
+    min_silence=int(0.3 * RATE),
+    speech_pad=int(0.2 * RATE),
+    max_utterance=4 * RATE,
+    min_speech=int(0.1 * RATE),
+)
 
 
 def tone(seconds: float, amplitude: float = 0.5, freq: float = 220.0) -> Samples:

@@ -9,19 +9,11 @@ import numpy as np
 import pytest
 
 from streaming.clock import ManualClock
-from streaming.config import StreamConfig
+from streaming.config import Config, StreamConfig
 from streaming.messages import ServerMessage
 from streaming.session import Job, Phase, Session, SessionSettings
-from streaming.vad import Segmenter, VadParams
-from tests.fakes import RATE, LoudnessScorer, ScriptedEngine, silence, tone
-
-VAD = VadParams(
-    threshold=0.5,
-    min_silence=int(0.3 * RATE),
-    speech_pad=int(0.2 * RATE),
-    max_utterance=10 * RATE,
-    min_speech=int(0.1 * RATE),
-)
+from streaming.vad import Segmenter
+from tests.fakes import RATE, TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 
 
 class Harness:
@@ -33,8 +25,8 @@ class Harness:
         self.session = Session(
             session_id="s1",
             stream=stream or StreamConfig(encoding="pcm_f32le"),
-            settings=SessionSettings(**settings),  # type: ignore[arg-type]
-            segmenter=Segmenter(LoudnessScorer(), VAD),
+            settings=SessionSettings.from_config(Config(**settings), model="scripted"),  # type: ignore[arg-type]
+            segmenter=Segmenter(LoudnessScorer(), TEST_VAD),
             clock=self.clock,
         )
         self.sent: list[ServerMessage] = []

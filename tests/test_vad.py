@@ -7,16 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
+from streaming.config import Config
 from streaming.vad import WINDOW, Segmenter, SileroScorer, Utterance, VadParams
-from tests.fakes import RATE, LoudnessScorer, silence, tone
+from tests.fakes import RATE, TEST_VAD, LoudnessScorer, silence, tone
 
-PARAMS = VadParams(
-    threshold=0.5,
-    min_silence=int(0.3 * RATE),
-    speech_pad=int(0.2 * RATE),
-    max_utterance=4 * RATE,
-    min_speech=int(0.1 * RATE),
-)
+PARAMS = TEST_VAD
 
 
 def run(audio: np.ndarray, chunk: int = 1600, params: VadParams = PARAMS) -> list[Utterance]:
@@ -92,7 +87,7 @@ def test_silero_finds_the_speech_in_a_real_clip(manifest: dict[str, dict], data_
     entry = manifest["ljspeech/LJ001-0002.flac"]
     speech = decode_file((data_dir / entry["audio"]).read_bytes())
     audio = np.concatenate([silence(1.0), speech, silence(1.0)])
-    segmenter = Segmenter(SileroScorer(), VadParams())
+    segmenter = Segmenter(SileroScorer(), VadParams.from_config(Config()))
     utterances = segmenter.push(audio)
     assert len(utterances) == 1
     [u] = utterances

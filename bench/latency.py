@@ -43,7 +43,12 @@ def send_time(sent_at: dict[float, float], stream_time: float) -> float:
     return sent_at[ends[min(bisect_left(ends, stream_time), len(ends) - 1)]]
 
 
-def latencies(result: Any, sent_at: dict[float, float], reference: list[list[Any]]) -> dict[str, Any]:
+def utterance_latencies(
+    result: Any, sent_at: dict[float, float], reference: list[list[Any]]
+) -> tuple[list[float], list[float]]:
+    """Per reference utterance: final latency (send of its last audio to the ``segment`` that
+    holds its end) and first-partial latency (send of its first audio to the first ``partial``
+    covering it). Utterances that got none are left out."""
     segments = [
         (m["segment"], t)
         for m, t in zip(result.messages, result.arrivals, strict=True)
@@ -63,20 +68,27 @@ def latencies(result: Any, sent_at: dict[float, float], reference: list[list[Any
         first = next((t for s, t in partials if s["end"] > start and t > sent and s["start"] < end), None)
         if first is not None:
             firsts.append(first - sent)
+    return finals, firsts
 
-    def stats(xs: list[float]) -> dict[str, float]:
-        return {
-            "p50": float(np.percentile(xs, 50)),
-            "p95": float(np.percentile(xs, 95)),
-            "max": float(max(xs)),
-            "n": len(xs),
-        }
 
+def pct(xs: list[float]) -> dict[str, float]:
+    if not xs:
+        return {"p50": float("nan"), "p95": float("nan"), "max": float("nan"), "n": 0}
     return {
-        "final_latency_s": stats(finals),
-        "first_partial_s": stats(firsts),
-        "partials": len(partials),
-        "segments": len(segments),
+        "p50": float(np.percentile(xs, 50)),
+        "p95": float(np.percentile(xs, 95)),
+        "max": float(max(xs)),
+        "n": len(xs),
+    }
+
+
+def latencies(result: Any, sent_at: dict[float, float], reference: list[list[Any]]) -> dict[str, Any]:
+    finals, firsts = utterance_latencies(result, sent_at, reference)
+    return {
+        "final_latency_s": pct(finals),
+        "first_partial_s": pct(firsts),
+        "partials": sum(m["type"] == "partial" for m in result.messages),
+        "segments": sum(m["type"] == "segment" for m in result.messages),
     }
 
 

@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,14 +22,14 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from streaming.audio import decode_file
 from streaming.clock import Clock, MonotonicClock
 from streaming.config import Config, StreamConfig, parse_stream_config
-from streaming.engine import Engine, Thresholds, WhisperEngine
+from streaming.engine import Engine, Thresholds, WhisperEngine, resolve_device
 from streaming.errors import (
     BodyTooLarge,
     InvalidParameter,
@@ -37,6 +38,7 @@ from streaming.errors import (
     ShuttingDown,
     StreamingError,
 )
+from streaming.metrics import CONTENT_TYPE, Metrics
 from streaming.models import resolve_model
 from streaming.scheduler import Scheduler
 from streaming.session import Phase, Session, SessionSettings
@@ -95,6 +97,17 @@ class Services:
     scheduler: Scheduler | None = None
     load_error: str | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(
+            sessions=lambda: (len(self.lifecycle.sessions), self.config.max_sessions),
+            stats=lambda: self.scheduler.stats if self.scheduler is not None else None,
+        )
+
+    async def refuse(self, websocket: WebSocket, exc: StreamingError) -> None:
+        self.metrics.refused.labels(exc.code).inc()
+        await refuse(websocket, exc)
 
     @property
     def ready(self) -> bool:
@@ -117,6 +130,7 @@ def whisper_factory(config: Config) -> EngineFactory:
             device=config.device,
             compute_type=config.compute_type,
             cpu_threads=config.cpu_threads,
+            encoder_window=config.encoder_window,
             thresholds=Thresholds(
                 no_speech=config.no_speech_threshold,
                 log_prob=config.log_prob_threshold,
@@ -137,6 +151,7 @@ def create_app(
     lifecycle: Lifecycle | None = None,
 ) -> Starlette:
     """The service. Factories are injectable so tests can run it with scripted parts."""
+    config = config.sized_for(resolve_device(config.device), os.cpu_count() or 1)
     make_engine = engine_factory or whisper_factory(config)
 
     @contextlib.asynccontextmanager
@@ -158,7 +173,13 @@ def create_app(
                 if on_fatal is not None:
                     on_fatal(exc)
                 return
-            scheduler = Scheduler(engine)
+            scheduler = Scheduler(
+                engine,
+                batch_size=config.batch_size,
+                # A partial older than its cadence is stale: a fresher one is due.
+                partial_max_age=config.partial_interval,
+                clock=found.clock,
+            )
             scheduler.start()
             found.engine, found.scheduler = engine, scheduler
             logger.info("ready: model %s", engine.name)
@@ -179,6 +200,7 @@ def create_app(
             Route("/predict", predict_endpoint, methods=["POST"]),
             Route("/healthcheck", healthcheck_endpoint, methods=["GET"]),
             Route("/ready", ready_endpoint, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -199,7 +221,7 @@ def _new_session(found: Services, stream: StreamConfig) -> Session:
 async def stream_endpoint(websocket: WebSocket) -> None:
     found = services(websocket)
     if not found.ready:
-        await refuse(websocket, NotReady("the model is still loading; retry in a few seconds"))
+        await found.refuse(websocket, NotReady("the model is still loading; retry in a few seconds"))
         return
     assert found.engine is not None
     assert found.scheduler is not None
@@ -210,14 +232,14 @@ async def stream_endpoint(websocket: WebSocket) -> None:
             languages=found.engine.languages,
         )
     except InvalidParameter as exc:
-        await refuse(websocket, exc)
+        await found.refuse(websocket, exc)
         return
     lifecycle = found.lifecycle
     if lifecycle.draining:
-        await refuse(websocket, ShuttingDown("the server is shutting down; connect to another"))
+        await found.refuse(websocket, ShuttingDown("the server is shutting down; connect to another"))
         return
     if len(lifecycle.sessions) >= found.config.max_sessions:
-        await refuse(
+        await found.refuse(
             websocket,
             ServerFull(
                 f"the server is serving its limit of {found.config.max_sessions} streams; retry later"
@@ -232,6 +254,8 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         await StreamConnection(websocket, session, found.scheduler, found.clock, stop=lifecycle.stop).run()
     finally:
         lifecycle.closed(session.id)
+        error = session.error.code if session.error else ""
+        found.metrics.closed.labels(str(session.close_code or 1006), error).inc()
 
 
 def _http_error(exc: StreamingError, status: int) -> JSONResponse:
@@ -325,6 +349,10 @@ async def healthcheck_endpoint(request: Request) -> JSONResponse:
     if found.load_error is not None:
         return JSONResponse({"status": "error", "error": found.load_error}, status_code=503)
     return JSONResponse({"status": "loading"}, status_code=503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(services(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
 async def ready_endpoint(request: Request) -> JSONResponse:

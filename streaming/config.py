@@ -55,6 +55,14 @@ class Config:
     )
     cpu_threads: int = _opt(0, "CPU threads for the model; 0 uses every core")
     cache_dir: str = _opt("", "where joined model files are kept; empty means ~/.cache/streaming")
+    batch_size: int = _opt(
+        0, "utterances decoded together in one model call; 0 picks 4 on CPU and 16 on CUDA"
+    )
+    encoder_window: float = _opt(
+        15.0,
+        "seconds of audio the encoder sees per utterance, or the utterance plus 1 s if longer; "
+        "Whisper's own window is 30, and 15 transcribes as well at half the CPU cost",
+    )
 
     # Decoding
     beam_size: int = _opt(5, "beam size of final decodes")
@@ -88,7 +96,11 @@ class Config:
     min_speech: float = _opt(0.2, "shortest speech in seconds that opens an utterance")
 
     # Limits
-    max_sessions: int = _opt(16, "concurrent streams; one more is refused with server_full")
+    max_sessions: int = _opt(
+        0,
+        "concurrent streams; one more is refused with server_full; 0 sizes it to the device "
+        "(4 per CPU core, 64 on CUDA)",
+    )
     max_frame_bytes: int = _opt(1 << 20, "largest websocket frame a client may send")
     max_session_seconds: float = _opt(4 * 3600.0, "longest stream, in seconds of audio")
     max_buffered_seconds: float = _opt(
@@ -113,7 +125,9 @@ class Config:
             (self.speech_pad >= 0, "speech_pad must be >= 0"),
             (2.0 <= self.max_utterance <= 30.0, "max_utterance must be in [2, 30] seconds"),
             (self.min_speech >= 0, "min_speech must be >= 0"),
-            (self.max_sessions >= 1, "max_sessions must be >= 1"),
+            (self.max_sessions >= 0, "max_sessions must be >= 0"),
+            (self.batch_size >= 0, "batch_size must be >= 0"),
+            (10.0 <= self.encoder_window <= 30.0, "encoder_window must be in [10, 30] seconds"),
             (self.max_frame_bytes >= 1024, "max_frame_bytes must be >= 1024"),
             (self.max_session_seconds > 0, "max_session_seconds must be > 0"),
             (
@@ -131,6 +145,19 @@ class Config:
         errors = [message for ok, message in checks if not ok]
         if errors:
             raise ValueError("invalid configuration: " + "; ".join(errors))
+
+    def sized_for(self, device: str, cores: int) -> Config:
+        """This config with its device-sized settings (those left at 0) filled in.
+
+        The CPU figures come from bench/capacity (docs/benchmarks.md): on 2 cores, tiny.en
+        holds 8 real-time streams, and batches of 4 decode fastest.
+        """
+        cuda = device == "cuda"
+        return dataclasses.replace(
+            self,
+            max_sessions=self.max_sessions or (64 if cuda else 4 * max(cores, 1)),
+            batch_size=self.batch_size or (16 if cuda else 4),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

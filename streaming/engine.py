@@ -14,12 +14,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import numpy as np
+
 from streaming.audio import Samples
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+HOP_LENGTH = 160  # samples per feature frame
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
+MAX_FRAMES = 30 * FRAMES_PER_SECOND  # Whisper's window
+# The encoder window exceeds the longest utterance by at least this much: with no trailing
+# room the decoder tends to loop on the last words.
+WINDOW_MARGIN_FRAMES = FRAMES_PER_SECOND
+TOKENS_PER_SECOND = FRAMES_PER_SECOND // 2  # the encoder halves the frame rate
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+BEST_OF = 5  # samples per fallback temperature
+# faster-whisper's defaults (Whisper's): marks merged into the word beside them.
+PREPEND_PUNCTUATION = "\"'\u201c\u00bf([{-"
+APPEND_PUNCTUATION = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001"
+SENTENCE_END_MARKS = ".\u3002!\uff01?\uff1f"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +75,8 @@ class Thresholds:
 
 
 class Engine(Protocol):
-    """Decodes utterances. Called from one thread at a time (the scheduler's worker)."""
+    """Decodes utterances, several at once. Called from one thread at a time (the scheduler's
+    worker). The result list matches ``audios`` item for item; an exception fails the batch."""
 
     @property
     def name(self) -> str: ...
@@ -72,11 +87,30 @@ class Engine(Protocol):
     @property
     def languages(self) -> frozenset[str]: ...
 
-    def transcribe(self, audio: Samples, options: DecodeOptions) -> Decoded: ...
+    def transcribe_batch(self, audios: Sequence[Samples], options: DecodeOptions) -> list[Decoded]: ...
+
+
+@dataclass
+class _Hypothesis:
+    tokens: list[int]
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
 
 
 class WhisperEngine:
-    """faster-whisper on CTranslate2."""
+    """faster-whisper's model and tokenizer on CTranslate2, driven in batches.
+
+    faster-whisper's own ``transcribe`` decodes one recording at a time and pads every window
+    to 30 s. Here the utterances of several streams are encoded and decoded in one call each,
+    text only (the VAD already cut the audio, so no timestamp tokens are needed), and words
+    are aligned in one ``align`` call over the whole batch. The encoder window is
+    ``encoder_window`` seconds, or the longest utterance plus a margin: the encoder's cost
+    grows with the window, and on utterances of at most 12 s a 15 s window transcribes as well
+    as 30 s (docs/benchmarks.md). The temperature fallback runs, batched too, on the items
+    whose greedy or beam decode failed the guards.
+    """
 
     def __init__(
         self,
@@ -87,29 +121,33 @@ class WhisperEngine:
         compute_type: str,
         cpu_threads: int,
         thresholds: Thresholds,
+        encoder_window: float,
     ) -> None:
         from faster_whisper import WhisperModel  # heavy: imported where the model is loaded
 
+        self.device = resolve_device(device)
         if compute_type == "default":
-            compute_type = "float16" if _resolve_device(device) == "cuda" else "int8"
+            compute_type = "float16" if self.device == "cuda" else "int8"
         self._name = name
         self._thresholds = thresholds
-        self.device = _resolve_device(device)
         self.compute_type = compute_type
         self._model = WhisperModel(
             model_path,
-            device=device,
+            device=self.device,
             compute_type=compute_type,
             cpu_threads=cpu_threads,
             local_files_only=False,
         )
         self._languages = frozenset(self._model.supported_languages)
+        self._window_frames = min(round(encoder_window * FRAMES_PER_SECOND), MAX_FRAMES)
+        self._tokenizers: dict[tuple[str | None, str], Any] = {}
         logger.info(
-            "loaded model %s on %s (%s, %d languages)",
+            "loaded model %s on %s (%s, %d languages, %g s encoder window)",
             name,
             self.device,
             compute_type,
             len(self._languages),
+            self._window_frames / FRAMES_PER_SECOND,
         )
 
     @property
@@ -124,45 +162,238 @@ class WhisperEngine:
     def languages(self) -> frozenset[str]:
         return self._languages
 
-    def transcribe(self, audio: Samples, options: DecodeOptions) -> Decoded:
+    def transcribe_batch(self, audios: Sequence[Samples], options: DecodeOptions) -> list[Decoded]:
+        if not audios:
+            return []
         started = time.perf_counter()
-        thresholds = self._thresholds
-        kwargs: dict[str, Any] = {
-            "language": options.language if self.multilingual else "en",
-            "task": options.task if self.multilingual else "transcribe",
-            "beam_size": options.beam_size,
-            "best_of": options.beam_size,
-            "temperature": FALLBACK_TEMPERATURES if options.temperature_fallback else 0.0,
-            "compression_ratio_threshold": thresholds.compression_ratio,
-            "log_prob_threshold": thresholds.log_prob,
-            "no_speech_threshold": thresholds.no_speech,
-            # Each utterance is one window; the stream's context comes in through the prompt.
-            "condition_on_previous_text": False,
-            "initial_prompt": options.prompt or None,
-            "hotwords": options.hotwords or None,
-            "word_timestamps": options.word_timestamps,
-            "without_timestamps": not options.word_timestamps,
-            "vad_filter": False,
-        }
-        segments, info = self._model.transcribe(audio, **kwargs)
-        texts: list[str] = []
-        words: list[DecodedWord] = []
-        for segment in segments:
-            # A decode that still loops after every fallback temperature is a hallucination.
-            if segment.compression_ratio > thresholds.compression_ratio:
-                logger.debug("dropped looping text (ratio %.2f)", segment.compression_ratio)
-                continue
-            texts.append(segment.text.strip())
-            for word in segment.words or ():
-                words.append(
-                    DecodedWord(word.word, float(word.start), float(word.end), float(word.probability))
-                )
-        return Decoded(
-            text=" ".join(t for t in texts if t),
-            words=tuple(words),
-            language=info.language,
-            seconds=time.perf_counter() - started,
+        features = self._features(audios)
+        encoded = self._model.encode(features)
+        languages = self._languages_of(encoded, len(audios), options)
+        tokenizers = [self._tokenizer(language, options.task) for language in languages]
+        prompts = [self._prompt(tokenizer, options) for tokenizer in tokenizers]
+        results = self._model.model.generate(
+            encoded,
+            prompts,
+            beam_size=options.beam_size,
+            max_length=self._model.max_length,
+            suppress_blank=True,
+            suppress_tokens=self._suppressed(tokenizers[0]),
+            return_scores=True,
+            return_no_speech_prob=True,
         )
+        hypotheses = [self._hypothesis(t, r, 0) for t, r in zip(tokenizers, results, strict=True)]
+        if options.temperature_fallback:
+            self._fall_back(features, tokenizers, prompts, hypotheses)
+        silent = [self._silent(h) for h in hypotheses]
+        words: list[tuple[DecodedWord, ...]] = [()] * len(audios)
+        if options.word_timestamps:
+            words = self._align(
+                encoded,
+                audios,
+                tokenizers,
+                [[] if s else h.tokens for s, h in zip(silent, hypotheses, strict=True)],
+            )
+        share = (time.perf_counter() - started) / len(audios)
+        return [
+            Decoded(
+                text="" if quiet else h.text,
+                words=() if quiet else w,
+                language=tokenizer.language_code,
+                seconds=share,
+            )
+            for h, quiet, w, tokenizer in zip(hypotheses, silent, words, tokenizers, strict=True)
+        ]
+
+    # ------------------------------------------------------------------ steps
+
+    def _features(self, audios: Sequence[Samples]) -> Any:
+        from faster_whisper.audio import pad_or_trim
+
+        raw = [self._model.feature_extractor(audio) for audio in audios]
+        longest = max(f.shape[-1] for f in raw)
+        frames = min(max(self._window_frames, longest + WINDOW_MARGIN_FRAMES), MAX_FRAMES)
+        return np.stack([pad_or_trim(f, frames) for f in raw]).astype(np.float32)
+
+    def _languages_of(self, encoded: Any, count: int, options: DecodeOptions) -> list[str | None]:
+        if not self.multilingual:
+            return ["en"] * count
+        if options.language is not None:
+            return [options.language] * count
+        detected = self._model.model.detect_language(encoded)
+        return [scores[0][0][2:-2] for scores in detected]
+
+    def _tokenizer(self, language: str | None, task: str) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        if not self.multilingual:
+            language, task = "en", "transcribe"
+        key = (language, task)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = Tokenizer(
+                self._model.hf_tokenizer, self.multilingual, task=task, language=language
+            )
+        return self._tokenizers[key]
+
+    def _prompt(self, tokenizer: Any, options: DecodeOptions) -> list[int]:
+        previous = tokenizer.encode(" " + options.prompt.strip()) if options.prompt else []
+        prompt: list[int] = self._model.get_prompt(
+            tokenizer, previous, without_timestamps=True, hotwords=options.hotwords
+        )
+        return prompt
+
+    def _suppressed(self, tokenizer: Any) -> list[int]:
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        return list(get_suppressed_tokens(tokenizer, [-1]))
+
+    def _hypothesis(self, tokenizer: Any, result: Any, index: int) -> _Hypothesis:
+        from faster_whisper.transcribe import get_compression_ratio
+
+        tokens = [t for t in result.sequences_ids[index] if t < tokenizer.eot]
+        # faster-whisper's recovery of the average log probability from CTranslate2's score
+        # (length penalty 1): the score is the sum over the tokens divided by their count.
+        length = len(result.sequences_ids[index])
+        avg_logprob = result.scores[index] * length / (length + 1)
+        text = tokenizer.decode(tokens).strip()
+        return _Hypothesis(
+            tokens=tokens,
+            text=text,
+            avg_logprob=float(avg_logprob),
+            no_speech_prob=float(result.no_speech_prob),
+            compression_ratio=get_compression_ratio(text) if text else 0.0,
+        )
+
+    def _silent(self, hypothesis: _Hypothesis) -> bool:
+        """faster-whisper's no-speech rule: likely silence, and not confidently decoded."""
+        return (
+            hypothesis.no_speech_prob > self._thresholds.no_speech
+            and hypothesis.avg_logprob < self._thresholds.log_prob
+        )
+
+    def _failed(self, hypothesis: _Hypothesis) -> bool:
+        if self._silent(hypothesis):
+            return False
+        return (
+            hypothesis.compression_ratio > self._thresholds.compression_ratio
+            or hypothesis.avg_logprob < self._thresholds.log_prob
+        )
+
+    def _fall_back(
+        self, features: Any, tokenizers: list[Any], prompts: list[list[int]], hypotheses: list[_Hypothesis]
+    ) -> None:
+        """Re-decode the failed items by sampling at rising temperatures (Whisper's fallback),
+        keeping each item's best hypothesis; only the failed items are encoded again."""
+        failed = [i for i, h in enumerate(hypotheses) if self._failed(h)]
+        tried: dict[int, list[_Hypothesis]] = {i: [hypotheses[i]] for i in failed}
+        for temperature in FALLBACK_TEMPERATURES[1:]:
+            if not failed:
+                break
+            encoded = self._model.encode(np.ascontiguousarray(features[failed]))
+            results = self._model.model.generate(
+                encoded,
+                [prompts[i] for i in failed],
+                beam_size=1,
+                num_hypotheses=BEST_OF,
+                sampling_topk=0,
+                sampling_temperature=temperature,
+                max_length=self._model.max_length,
+                suppress_blank=True,
+                suppress_tokens=self._suppressed(tokenizers[failed[0]]),
+                return_scores=True,
+                return_no_speech_prob=True,
+            )
+            still: list[int] = []
+            for i, result in zip(failed, results, strict=True):
+                samples = [
+                    self._hypothesis(tokenizers[i], result, k) for k in range(len(result.sequences_ids))
+                ]
+                best = max(samples, key=lambda h: h.avg_logprob)
+                tried[i].append(best)
+                hypotheses[i] = best
+                if self._failed(best):
+                    still.append(i)
+            failed = still
+        for i in failed:
+            # Every temperature failed: keep the most likely text that does not loop.
+            candidates = [h for h in tried[i] if h.compression_ratio <= self._thresholds.compression_ratio]
+            hypotheses[i] = max(candidates or tried[i], key=lambda h: h.avg_logprob)
+            if hypotheses[i].compression_ratio > self._thresholds.compression_ratio:
+                logger.debug("dropped looping text (ratio %.2f)", hypotheses[i].compression_ratio)
+                hypotheses[i] = _Hypothesis(
+                    [], "", hypotheses[i].avg_logprob, hypotheses[i].no_speech_prob, 0.0
+                )
+
+    def _align(
+        self, encoded: Any, audios: Sequence[Samples], tokenizers: list[Any], tokens: list[list[int]]
+    ) -> list[tuple[DecodedWord, ...]]:
+        """Word timings for every item from one ``align`` call (cross-attention + DTW)."""
+        from faster_whisper.transcribe import merge_punctuations
+
+        frames = [min(len(audio) // HOP_LENGTH, MAX_FRAMES) for audio in audios]
+        results = self._model.model.align(
+            encoded, tokenizers[0].sot_sequence, tokens, frames, median_filter_width=7
+        )
+        out: list[tuple[DecodedWord, ...]] = []
+        for tokenizer, text_tokens, result, audio in zip(tokenizers, tokens, results, audios, strict=True):
+            if not text_tokens:
+                out.append(())
+                continue
+            alignment = _word_alignment(tokenizer, text_tokens, result)
+            merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+            duration = len(audio) / SAMPLE_RATE
+            out.append(
+                tuple(
+                    DecodedWord(
+                        w["word"],
+                        min(float(w["start"]), duration),
+                        min(float(w["end"]), duration),
+                        float(w["probability"]),
+                    )
+                    for w in alignment
+                    if w["word"]
+                )
+            )
+        return out
+
+
+def _word_alignment(tokenizer: Any, text_tokens: list[int], result: Any) -> list[dict[str, Any]]:
+    """Words with start and end from the token-to-frame path (faster-whisper's method), with
+    a sentence's final mark kept no longer than twice the median word."""
+    probabilities = result.text_token_probs
+    text_indices = np.array([pair[0] for pair in result.alignments])
+    time_indices = np.array([pair[1] for pair in result.alignments])
+    words, word_tokens = tokenizer.split_to_word_tokens([*text_tokens, tokenizer.eot])
+    if len(word_tokens) <= 1:
+        return []
+    boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+    jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
+    jump_times = time_indices[jumps] / TOKENS_PER_SECOND
+    starts = jump_times[boundaries[:-1]]
+    ends = jump_times[boundaries[1:]]
+    alignment = [
+        {
+            "word": word,
+            "tokens": tokens,
+            "start": float(start),
+            "end": float(end),
+            "probability": float(np.mean(probabilities[i:j])) if j > i else 0.0,
+        }
+        for word, tokens, start, end, i, j in zip(
+            words, word_tokens, starts, ends, boundaries[:-1], boundaries[1:], strict=False
+        )
+    ]
+    durations = np.array([w["end"] - w["start"] for w in alignment])
+    durations = durations[durations.nonzero()]
+    if len(durations):
+        longest = min(0.7, float(np.median(durations))) * 2
+        for i in range(1, len(alignment)):
+            word, before = alignment[i], alignment[i - 1]
+            if word["end"] - word["start"] > longest:
+                if word["word"] in SENTENCE_END_MARKS:
+                    word["end"] = word["start"] + longest
+                elif before["word"] in SENTENCE_END_MARKS:
+                    word["start"] = word["end"] - longest
+    return alignment
 
 
 def keep_spoken_words(
@@ -172,7 +403,7 @@ def keep_spoken_words(
     return [w for w in words if any(w.start < hi and w.end > lo for lo, hi in speech)]
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
     if device != "auto":
         return device
     import ctranslate2

@@ -1,16 +1,22 @@
-"""One worker thread owns the model and serves every session's decodes.
+"""One worker thread owns the model and serves every session's decodes, in batches.
 
-Invariants:
+:class:`DecodeQueue` is the policy, sans-I/O (no thread, no clock of its own):
 
-- only the worker thread calls the engine; the event loop never waits on the model;
-- the queue is bounded: finals beyond ``max_pending`` are refused (:class:`Overloaded`), and
-  each session holds at most one waiting partial, its newest (an older one is superseded);
-- finals come first: a waiting final is always taken before any partial, and finals are
-  taken in the order they were submitted (so each session's finals keep their order);
-- a failing decode fails only its own request; the worker goes on.
+- finals come first: a batch of partials is formed only when no final waits, and finals are
+  taken in the order they were submitted (a session's finals keep their order; a session
+  also never has more than one final submitted at a time);
+- a batch holds up to ``batch_size`` requests that share their decode options (one model call
+  decodes them together), taken from the oldest waiting request's options;
+- partials are best effort: a session's newer partial replaces its older one still waiting
+  (superseded), and a partial that waited longer than ``partial_max_age`` is dropped (shed):
+  the worker is behind, and the session asks again with fresher audio;
+- bounded: at most ``max_finals`` finals wait (more is :class:`Overloaded`), at most one
+  partial per session.
 
-Results cross back to the event loop with ``loop.call_soon_threadsafe``: the only things
-shared between the threads are the queues, guarded by one condition variable.
+:class:`Scheduler` runs the queue on one worker thread that alone calls the engine; results
+cross back to the event loop with ``loop.call_soon_threadsafe``. Only the queue is shared
+between the threads, guarded by one condition variable. A failing batch is retried item by
+item, so one bad request fails only itself, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -21,15 +27,18 @@ import logging
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+from streaming.clock import Clock, MonotonicClock
 from streaming.engine import Decoded, Engine
 from streaming.errors import Overloaded
 from streaming.session import Job
 
 logger = logging.getLogger(__name__)
 
-# A partial's future resolves to None when a newer partial of its session replaced it.
+# A partial's future resolves to None when it was superseded or shed.
 PartialResult = Decoded | None
+T = TypeVar("T")
 
 
 class SchedulerStopped(RuntimeError):
@@ -41,28 +50,134 @@ class SchedulerStats:
     finals: int = 0
     partials: int = 0
     partials_superseded: int = 0
+    partials_shed: int = 0
+    batches: int = 0
+    batched_items: int = 0
+    largest_batch: int = 0
     failures: int = 0
+    model_seconds: float = 0.0
     queued_finals: int = 0
     queued_partials: int = 0
 
 
-@dataclass
-class _Request:
+@dataclass(frozen=True, slots=True)
+class Waiting(Generic[T]):
     job: Job
-    future: asyncio.Future[PartialResult]
+    token: T  # what the caller resolves when the job is done (a future, in the Scheduler)
+    submitted: float
+
+
+class DecodeQueue(Generic[T]):
+    """Which decodes run next, and together."""
+
+    def __init__(self, *, batch_size: int, max_finals: int, partial_max_age: float) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.batch_size = batch_size
+        self.max_finals = max_finals
+        self.partial_max_age = partial_max_age
+        self._finals: deque[Waiting[T]] = deque()
+        self._partials: OrderedDict[str, Waiting[T]] = OrderedDict()
+        self.stats = SchedulerStats()
+
+    def __len__(self) -> int:
+        return len(self._finals) + len(self._partials)
+
+    def add(self, job: Job, token: T, now: float) -> list[T]:
+        """Queue a job; returns the tokens of the partials it supersedes (to resolve to None)."""
+        waiting = Waiting(job, token, now)
+        superseded: list[T] = []
+        if job.kind == "final":
+            if len(self._finals) >= self.max_finals:
+                raise Overloaded("the server's transcription queue is full; retry later")
+            self._finals.append(waiting)
+        else:
+            older = self._partials.pop(job.session_id, None)
+            if older is not None:
+                self.stats.partials_superseded += 1
+                superseded.append(older.token)
+            self._partials[job.session_id] = waiting
+        self._count()
+        return superseded
+
+    def take(self, now: float) -> tuple[list[Waiting[T]], list[T]]:
+        """The next batch (empty when nothing waits) and the tokens of the partials shed."""
+        shed = self._shed(now)
+        if self._finals:
+            batch = _take_alike(self._finals, self.batch_size)
+        else:
+            queue = deque(self._partials.values())
+            batch = _take_alike(queue, self.batch_size)
+            for waiting in batch:
+                del self._partials[waiting.job.session_id]
+        self._count()
+        return batch, shed
+
+    def clear(self) -> list[T]:
+        tokens = [w.token for w in (*self._finals, *self._partials.values())]
+        self._finals.clear()
+        self._partials.clear()
+        self._count()
+        return tokens
+
+    def _shed(self, now: float) -> list[T]:
+        stale = [sid for sid, w in self._partials.items() if now - w.submitted > self.partial_max_age]
+        self.stats.partials_shed += len(stale)
+        return [self._partials.pop(sid).token for sid in stale]
+
+    def _count(self) -> None:
+        self.stats.queued_finals = len(self._finals)
+        self.stats.queued_partials = len(self._partials)
+
+
+def _take_alike(queue: deque[Waiting[T]], limit: int) -> list[Waiting[T]]:
+    """Up to ``limit`` requests with the oldest one's options, oldest first; the rest keep
+    their order in ``queue``."""
+    if not queue:
+        return []
+    options = queue[0].job.options
+    batch: list[Waiting[T]] = []
+    rest: deque[Waiting[T]] = deque()
+    while queue:
+        waiting = queue.popleft()
+        if len(batch) < limit and waiting.job.options == options:
+            batch.append(waiting)
+        else:
+            rest.append(waiting)
+    queue.extend(rest)
+    return batch
+
+
+Future = asyncio.Future[PartialResult]
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, *, max_pending: int = 256) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_size: int,
+        partial_max_age: float,
+        max_finals: int = 1024,
+        clock: Clock | None = None,
+    ) -> None:
         self._engine = engine
-        self._max_pending = max_pending
+        self._clock = clock or MonotonicClock()
+        self._queue: DecodeQueue[Future] = DecodeQueue(
+            batch_size=batch_size, max_finals=max_finals, partial_max_age=partial_max_age
+        )
         self._cond = threading.Condition()
-        self._finals: deque[_Request] = deque()
-        self._partials: OrderedDict[str, _Request] = OrderedDict()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.stats = SchedulerStats()
+
+    @property
+    def stats(self) -> SchedulerStats:
+        return self._queue.stats
+
+    @property
+    def batch_size(self) -> int:
+        return self._queue.batch_size
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -70,7 +185,7 @@ class Scheduler:
         self._thread.start()
 
     async def stop(self) -> None:
-        """Finish the decode in progress, fail the waiting ones, and join the worker."""
+        """Finish the batch in progress, fail the waiting ones, and join the worker."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -78,78 +193,90 @@ class Scheduler:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
 
-    def submit(self, job: Job) -> asyncio.Future[PartialResult]:
+    def submit(self, job: Job) -> Future:
         """Queue a decode; the future resolves on the event loop that started the scheduler."""
         loop = self._loop
         if loop is None:
             raise SchedulerStopped("the scheduler is not running")
-        future: asyncio.Future[PartialResult] = loop.create_future()
-        request = _Request(job, future)
+        future: Future = loop.create_future()
         with self._cond:
             if self._stopping:
                 raise SchedulerStopped("the server is shutting down")
-            if job.kind == "final":
-                if len(self._finals) >= self._max_pending:
-                    raise Overloaded("the server's transcription queue is full; retry later")
-                self._finals.append(request)
-            else:
-                older = self._partials.pop(job.session_id, None)
-                if older is not None:
-                    self.stats.partials_superseded += 1
-                    if not older.future.done():
-                        older.future.set_result(None)
-                self._partials[job.session_id] = request
-            self._update_depths()
+            superseded = self._queue.add(job, future, self._clock.now())
             self._cond.notify()
+        for older in superseded:
+            _resolve(older, None)  # on the loop's thread: submit is called there
         return future
 
-    def _update_depths(self) -> None:
-        self.stats.queued_finals = len(self._finals)
-        self.stats.queued_partials = len(self._partials)
-
-    def _next(self) -> _Request | None:
+    def _next(self) -> list[Waiting[Future]] | None:
         with self._cond:
-            while not (self._finals or self._partials or self._stopping):
+            while True:
+                if self._stopping:
+                    return None
+                batch, shed = self._queue.take(self._clock.now())
+                for future in shed:
+                    self._settle(future, None)
+                if batch:
+                    return batch
                 self._cond.wait()
-            if self._stopping:
-                return None
-            if self._finals:
-                request = self._finals.popleft()
-            else:
-                _, request = self._partials.popitem(last=False)
-            self._update_depths()
-            return request
 
     def _work(self) -> None:
-        while (request := self._next()) is not None:
-            job = request.job
-            try:
-                decoded = self._engine.transcribe(job.audio, job.options)
-            except Exception as exc:  # one bad decode must not take the worker down
-                logger.exception("decode failed for session %s", job.session_id)
-                self.stats.failures += 1
-                self._settle(request, exc)
-                continue
-            if job.kind == "final":
-                self.stats.finals += 1
-            else:
-                self.stats.partials += 1
-            self._settle(request, decoded)
+        while (batch := self._next()) is not None:
+            self._run(batch)
         with self._cond:
-            waiting = [*self._finals, *self._partials.values()]
-            self._finals.clear()
-            self._partials.clear()
-        for request in waiting:
-            self._settle(request, SchedulerStopped("the server is shutting down"))
+            waiting = self._queue.clear()
+        for future in waiting:
+            self._settle(future, SchedulerStopped("the server is shutting down"))
 
-    def _settle(self, request: _Request, outcome: Decoded | BaseException) -> None:
+    def _run(self, batch: list[Waiting[Future]]) -> None:
+        options = batch[0].job.options
+        try:
+            results = self._engine.transcribe_batch([w.job.audio for w in batch], options)
+        except Exception:  # one bad request must not take the worker, or its batch, down
+            if len(batch) == 1:
+                logger.exception("decode failed for session %s", batch[0].job.session_id)
+                self._count_failure()
+                self._settle(batch[0].token, _failure(batch[0].job))
+                return
+            logger.warning(
+                "a batch of %d failed; retrying its requests one by one", len(batch), exc_info=True
+            )
+            for waiting in batch:
+                self._run([waiting])
+            return
+        with self._cond:
+            stats = self.stats
+            stats.batches += 1
+            stats.batched_items += len(batch)
+            stats.largest_batch = max(stats.largest_batch, len(batch))
+            stats.model_seconds += sum(r.seconds for r in results)
+            if batch[0].job.kind == "final":
+                stats.finals += len(batch)
+            else:
+                stats.partials += len(batch)
+        for waiting, decoded in zip(batch, results, strict=True):
+            self._settle(waiting.token, decoded)
+
+    def _count_failure(self) -> None:
+        with self._cond:
+            self.stats.failures += 1
+
+    def _settle(self, future: Future, outcome: PartialResult | BaseException) -> None:
         assert self._loop is not None
         # A closed loop raises RuntimeError: nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_resolve, request.future, outcome)
+            self._loop.call_soon_threadsafe(_resolve, future, outcome)
 
 
-def _resolve(future: asyncio.Future[PartialResult], outcome: Decoded | BaseException) -> None:
+class DecodeFailed(RuntimeError):
+    """The model raised while decoding this request (logged with its traceback)."""
+
+
+def _failure(job: Job) -> DecodeFailed:
+    return DecodeFailed(f"the model failed on a {job.kind} of session {job.session_id}")
+
+
+def _resolve(future: Future, outcome: PartialResult | BaseException) -> None:
     if future.done():
         return
     if isinstance(outcome, BaseException):

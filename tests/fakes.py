@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from streaming.audio import Samples
@@ -50,7 +52,12 @@ class ScriptedEngine:
 
     def __init__(self, fail_on: set[int] | None = None) -> None:
         self.calls: list[tuple[int, DecodeOptions]] = []
+        self.batches: list[int] = []
         self.fail_on = fail_on or set()
+
+    def transcribe_batch(self, audios: Sequence[Samples], options: DecodeOptions) -> list[Decoded]:
+        self.batches.append(len(audios))
+        return [self.transcribe(audio, options) for audio in audios]
 
     def transcribe(self, audio: Samples, options: DecodeOptions) -> Decoded:
         self.calls.append((len(audio), options))

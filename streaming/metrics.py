@@ -1,0 +1,91 @@
+"""Prometheus metrics at ``GET /metrics``: streams, the scheduler's work, and the process.
+
+Each app has its own registry (tests run several apps in one process). The scheduler's
+counters are not copied: they are read from :class:`~streaming.scheduler.SchedulerStats` at
+scrape time, so there is one source of truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from streaming.scheduler import SchedulerStats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Live(Collector):
+    """Gauges and counters read from the running service at each scrape."""
+
+    def __init__(
+        self, sessions: Callable[[], tuple[int, int]], stats: Callable[[], SchedulerStats | None]
+    ) -> None:
+        self._sessions = sessions
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        open_, limit = self._sessions()
+        yield GaugeMetricFamily("streaming_sessions", "streams open now", value=open_)
+        yield GaugeMetricFamily("streaming_max_sessions", "streams admitted at most", value=limit)
+        stats = self._stats()
+        if stats is None:
+            return
+        decodes = CounterMetricFamily("streaming_decodes", "utterances decoded by the model", labels=["kind"])
+        decodes.add_metric(["final"], stats.finals)
+        decodes.add_metric(["partial"], stats.partials)
+        yield decodes
+        dropped = CounterMetricFamily(
+            "streaming_partials_dropped",
+            "partials not decoded: superseded by a newer one of the same stream, or shed "
+            "because they waited past their cadence while the worker was behind",
+            labels=["reason"],
+        )
+        dropped.add_metric(["superseded"], stats.partials_superseded)
+        dropped.add_metric(["shed"], stats.partials_shed)
+        yield dropped
+        yield CounterMetricFamily("streaming_batches", "model calls", value=stats.batches)
+        yield CounterMetricFamily(
+            "streaming_batched_items", "utterances over all model calls", value=stats.batched_items
+        )
+        yield GaugeMetricFamily(
+            "streaming_largest_batch", "most utterances in one model call", value=stats.largest_batch
+        )
+        yield CounterMetricFamily(
+            "streaming_model_seconds", "seconds the model spent decoding", value=stats.model_seconds
+        )
+        yield CounterMetricFamily(
+            "streaming_decode_failures", "decodes the model raised on", value=stats.failures
+        )
+        queued = GaugeMetricFamily("streaming_queued", "decodes waiting for the model", labels=["kind"])
+        queued.add_metric(["final"], stats.queued_finals)
+        queued.add_metric(["partial"], stats.queued_partials)
+        yield queued
+
+
+class Metrics:
+    def __init__(
+        self, sessions: Callable[[], tuple[int, int]], stats: Callable[[], SchedulerStats | None]
+    ) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # RSS, CPU seconds, open file descriptors
+        self.registry.register(_Live(sessions, stats))
+        self.refused = Counter(
+            "streaming_refused",
+            "streams refused before any audio, by error code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.closed = Counter(
+            "streaming_closed",
+            "streams ended, by websocket close code and error code ('' when none)",
+            ["close_code", "error"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,243 @@
+"""The scheduler: the batching policy sans-I/O, then the worker thread with a scripted engine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from streaming.audio import Samples
+from streaming.clock import ManualClock
+from streaming.engine import Decoded, DecodeOptions
+from streaming.errors import Overloaded
+from streaming.scheduler import DecodeFailed, DecodeQueue, Scheduler
+from streaming.session import Job, JobKind
+
+FINAL = DecodeOptions(
+    language="en",
+    task="transcribe",
+    beam_size=5,
+    word_timestamps=True,
+    prompt=None,
+    hotwords=None,
+    temperature_fallback=True,
+)
+PARTIAL = replace(FINAL, beam_size=1, word_timestamps=False, temperature_fallback=False)
+_tickets = iter(range(1, 1_000_000))
+
+
+def job(session: str, kind: JobKind = "final", options: DecodeOptions | None = None) -> Job:
+    return Job(
+        ticket=next(_tickets),
+        kind=kind,
+        session_id=session,
+        audio=np.zeros(1600, dtype=np.float32),
+        options=options or (FINAL if kind == "final" else PARTIAL),
+        utterance=0,
+        start=0,
+    )
+
+
+def queue(batch_size: int = 4) -> DecodeQueue[str]:
+    return DecodeQueue(batch_size=batch_size, max_finals=8, partial_max_age=0.5)
+
+
+def names(batch: Sequence[object]) -> list[str]:
+    return [w.token for w in batch]  # type: ignore[attr-defined]
+
+
+def test_finals_are_batched_in_submission_order_up_to_the_batch_size() -> None:
+    q = queue(batch_size=3)
+    for i in range(5):
+        q.add(job(f"s{i}"), f"f{i}", now=0.0)
+    first, _ = q.take(now=0.0)
+    second, _ = q.take(now=0.0)
+    assert names(first) == ["f0", "f1", "f2"]
+    assert names(second) == ["f3", "f4"]
+    assert q.take(now=0.0) == ([], [])
+
+
+def test_finals_come_before_partials_submitted_earlier() -> None:
+    q = queue()
+    q.add(job("a", "partial"), "pa", now=0.0)
+    q.add(job("b", "partial"), "pb", now=0.0)
+    q.add(job("c"), "fc", now=0.1)
+    batch, _ = q.take(now=0.2)
+    assert names(batch) == ["fc"]
+    batch, _ = q.take(now=0.2)
+    assert names(batch) == ["pa", "pb"]
+
+
+def test_a_batch_shares_its_options_and_the_rest_keep_their_order() -> None:
+    french = replace(FINAL, language="fr")
+    q = queue()
+    q.add(job("a"), "en1", now=0.0)
+    q.add(job("b", options=french), "fr1", now=0.0)
+    q.add(job("c"), "en2", now=0.0)
+    q.add(job("d", options=french), "fr2", now=0.0)
+    assert names(q.take(now=0.0)[0]) == ["en1", "en2"]
+    assert names(q.take(now=0.0)[0]) == ["fr1", "fr2"]
+
+
+def test_a_newer_partial_supersedes_the_waiting_one_of_its_session() -> None:
+    q = queue()
+    assert q.add(job("a", "partial"), "old", now=0.0) == []
+    assert q.add(job("b", "partial"), "other", now=0.0) == []
+    assert q.add(job("a", "partial"), "new", now=0.1) == ["old"]
+    batch, _ = q.take(now=0.2)
+    assert sorted(names(batch)) == ["new", "other"]
+    assert q.stats.partials_superseded == 1
+
+
+def test_stale_partials_are_shed_and_counted_while_finals_keep_the_worker_busy() -> None:
+    q = queue(batch_size=1)
+    q.add(job("a", "partial"), "pa", now=0.0)
+    q.add(job("b"), "fb", now=0.0)
+    q.add(job("c"), "fc", now=0.0)
+    batch, shed = q.take(now=0.3)
+    assert names(batch) == ["fb"]
+    assert shed == []
+    batch, shed = q.take(now=0.9)
+    assert names(batch) == ["fc"]
+    assert shed == ["pa"]
+    assert q.stats.partials_shed == 1
+    assert len(q) == 0
+
+
+def test_a_fresh_partial_is_not_shed() -> None:
+    q = queue()
+    q.add(job("a", "partial"), "pa", now=1.0)
+    batch, shed = q.take(now=1.4)
+    assert names(batch) == ["pa"]
+    assert shed == []
+
+
+def test_the_final_queue_is_bounded() -> None:
+    q = DecodeQueue[str](batch_size=2, max_finals=2, partial_max_age=0.5)
+    q.add(job("a"), "1", now=0.0)
+    q.add(job("b"), "2", now=0.0)
+    with pytest.raises(Overloaded):
+        q.add(job("c"), "3", now=0.0)
+    # Partials are bounded by one per session instead.
+    for _ in range(10):
+        q.add(job("a", "partial"), "p", now=0.0)
+    assert q.stats.queued_partials == 1
+
+
+def test_clear_returns_every_waiting_token() -> None:
+    q = queue()
+    q.add(job("a"), "fa", now=0.0)
+    q.add(job("b", "partial"), "pb", now=0.0)
+    assert sorted(q.clear()) == ["fa", "pb"]
+    assert len(q) == 0
+
+
+class GatedEngine:
+    """Blocks each model call until the test opens the gate; records the batches."""
+
+    name = "gated"
+    multilingual = False
+    languages = frozenset({"en"})
+
+    def __init__(self, fail_when: int | None = None) -> None:
+        self.gate = threading.Semaphore(0)
+        self.started = threading.Event()
+        self.batches: list[list[int]] = []
+        self.fail_when = fail_when  # a batch holding audio of this length raises
+
+    def transcribe_batch(self, audios: Sequence[Samples], options: DecodeOptions) -> list[Decoded]:
+        self.started.set()
+        self.gate.acquire()
+        self.batches.append([len(a) for a in audios])
+        if self.fail_when is not None and self.fail_when in self.batches[-1]:
+            raise RuntimeError("scripted model failure")
+        return [Decoded(text=f"n{len(a)}", words=(), language="en", seconds=0.01) for a in audios]
+
+
+def sized_job(session: str, samples: int, kind: JobKind = "final") -> Job:
+    return replace(job(session, kind), audio=np.zeros(samples, dtype=np.float32))
+
+
+async def test_the_worker_batches_what_waits_while_it_is_busy() -> None:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine, batch_size=4, partial_max_age=10.0, clock=ManualClock())
+    scheduler.start()
+    try:
+        first = scheduler.submit(sized_job("a", 100))
+        await asyncio.to_thread(engine.started.wait)  # the worker is inside the model
+        waiting = [scheduler.submit(sized_job(f"s{i}", 200 + i)) for i in range(5)]
+        for _ in range(3):
+            engine.gate.release()
+        results = await asyncio.gather(first, *waiting)
+        assert [r.text for r in results if r] == ["n100", "n200", "n201", "n202", "n203", "n204"]
+        assert engine.batches == [[100], [200, 201, 202, 203], [204]]
+        assert scheduler.stats.batches == 3
+        assert scheduler.stats.largest_batch == 4
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_failing_batch_is_retried_one_by_one_and_fails_only_its_culprit() -> None:
+    engine = GatedEngine(fail_when=666)
+    scheduler = Scheduler(engine, batch_size=4, partial_max_age=10.0, clock=ManualClock())
+    scheduler.start()
+    try:
+        blocker = scheduler.submit(sized_job("a", 100))
+        await asyncio.to_thread(engine.started.wait)
+        good = scheduler.submit(sized_job("b", 200))
+        bad = scheduler.submit(sized_job("c", 666))
+        also_good = scheduler.submit(sized_job("d", 300))
+        for _ in range(5):  # blocker, the failing batch, then three single retries
+            engine.gate.release()
+        assert (await blocker) is not None
+        assert (await good) is not None
+        assert (await also_good) is not None
+        with pytest.raises(DecodeFailed):
+            await bad
+        assert engine.batches == [[100], [200, 666, 300], [200], [666], [300]]
+        assert scheduler.stats.failures == 1
+        # The worker survived: a new request is served.
+        later = scheduler.submit(sized_job("e", 400))
+        engine.gate.release()
+        assert (await later) is not None
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_superseded_partial_resolves_to_none_at_once() -> None:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine, batch_size=4, partial_max_age=10.0, clock=ManualClock())
+    scheduler.start()
+    try:
+        blocker = scheduler.submit(sized_job("a", 100))
+        await asyncio.to_thread(engine.started.wait)
+        old = scheduler.submit(sized_job("b", 200, "partial"))
+        new = scheduler.submit(sized_job("b", 300, "partial"))
+        assert (await old) is None
+        engine.gate.release()
+        engine.gate.release()
+        assert (await blocker) is not None
+        result = await new
+        assert result is not None
+        assert result.text == "n300"
+    finally:
+        await scheduler.stop()
+
+
+async def test_stop_fails_what_still_waits() -> None:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine, batch_size=1, partial_max_age=10.0, clock=ManualClock())
+    scheduler.start()
+    first = scheduler.submit(sized_job("a", 100))
+    await asyncio.to_thread(engine.started.wait)
+    second = scheduler.submit(sized_job("b", 200))
+    stopping = asyncio.create_task(scheduler.stop())
+    engine.gate.release()
+    await stopping
+    assert (await first) is not None
+    with pytest.raises(Exception, match="shutting down"):
+        await second

@@ -7,7 +7,8 @@
 Any format and rate PyAV can decode (wav, flac, mp3, ogg, ...; 8 kHz and stereo included) is
 sent at its own rate and channel count; the server resamples and downmixes. The partial
 hypothesis is shown on one updating line, finished segments are printed as they come, the
-final JSON is written with ``--out``, and the exit status is 1 on a server error.
+final JSON is written with ``--out`` (captions with ``--srt`` and ``--vtt``), and the exit
+status is 1 on a server error.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
+
+from streaming import subtitles
 
 CHUNK_SECONDS = 0.1
 
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hotwords", default=None)
     parser.add_argument("--no-interim", action="store_true", help="ask for no partial results")
     parser.add_argument("--out", type=Path, help="write the final JSON here")
+    parser.add_argument("--srt", type=Path, help="write the captions as SubRip here")
+    parser.add_argument("--vtt", type=Path, help="write the captions as WebVTT here")
     args = parser.parse_args(argv)
 
     params = {
@@ -247,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     final = result.final
     if final is not None:
+        segments = final["response"]["segments"]
+        if args.srt:
+            args.srt.write_text(subtitles.to_srt(segments))
+        if args.vtt:
+            args.vtt.write_text(subtitles.to_vtt(segments))
         text = json.dumps({k: v for k, v in final.items() if k != "type"}, indent=2, ensure_ascii=False)
         if args.out:
             args.out.write_text(text + "\n")

@@ -21,12 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from streaming import subtitles
 from streaming.audio import decode_file
+from streaming.auth import Gate, GateMiddleware, read_key_file
 from streaming.clock import Clock, MonotonicClock
 from streaming.config import Config, StreamConfig, parse_stream_config
 from streaming.engine import Engine, Thresholds, WhisperEngine, resolve_device
@@ -43,9 +47,12 @@ from streaming.models import resolve_model
 from streaming.scheduler import Scheduler
 from streaming.session import Phase, Session, SessionSettings
 from streaming.transport import StreamConnection, refuse
-from streaming.vad import Scorer, Segmenter, SileroScorer, VadParams, configure_torch
+from streaming.vad import Scorer, Segmenter, SileroVad, VadParams, configure_torch
 
 logger = logging.getLogger(__name__)
+
+# The browser page (plain JavaScript modules, no build step), shipped with the clients.
+WEB_DIR = Path(__file__).resolve().parents[1] / "clients" / "web"
 
 EngineFactory = Callable[[], Engine]
 ScorerFactory = Callable[[], Scorer]
@@ -130,6 +137,7 @@ def whisper_factory(config: Config) -> EngineFactory:
             device=config.device,
             compute_type=config.compute_type,
             cpu_threads=config.cpu_threads,
+            workers=config.workers,
             encoder_window=config.encoder_window,
             thresholds=Thresholds(
                 no_speech=config.no_speech_threshold,
@@ -160,7 +168,7 @@ def create_app(
         found = Services(
             config=config,
             clock=clock or MonotonicClock(),
-            make_scorer=scorer_factory or SileroScorer,
+            make_scorer=scorer_factory or SileroVad().scorer,
             lifecycle=lifecycle or Lifecycle(),
         )
 
@@ -176,6 +184,8 @@ def create_app(
             scheduler = Scheduler(
                 engine,
                 batch_size=config.batch_size,
+                partial_batch_size=config.partial_batch_size,
+                workers=config.workers,
                 # A partial older than its cadence is stale: a fresher one is due.
                 partial_max_age=config.partial_interval,
                 clock=found.clock,
@@ -194,13 +204,19 @@ def create_app(
             if found.scheduler is not None:
                 await found.scheduler.stop()
 
+    keys = [*config.api_key, *(read_key_file(config.api_key_file) if config.api_key_file else [])]
+    gate = Gate(keys, config.allowed_origins)
     return Starlette(
+        middleware=[Middleware(GateMiddleware, gate=gate)],
         routes=[
             WebSocketRoute("/v1/stream", stream_endpoint),
             Route("/predict", predict_endpoint, methods=["POST"]),
             Route("/healthcheck", healthcheck_endpoint, methods=["GET"]),
             Route("/ready", ready_endpoint, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/v1/info", info_endpoint, methods=["GET"]),
+            Route("/", page_endpoint, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
         ],
         lifespan=lifespan,
     )
@@ -274,8 +290,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def predict_endpoint(request: Request) -> JSONResponse:
-    """The hosted endpoint's request and response shapes, for a whole recording."""
+async def predict_endpoint(request: Request) -> Response:
+    """The hosted endpoint's request and response shapes, for a whole recording; with
+    ``"response_format": "srt"`` or ``"vtt"``, captions instead of the JSON."""
     found = services(request)
     if not found.ready:
         return _http_error(NotReady("the model is still loading; retry in a few seconds"), 503)
@@ -295,6 +312,12 @@ async def predict_endpoint(request: Request) -> JSONResponse:
                 'the body must be a JSON object {"audio": "<base64 of a wav, mp3, flac or ogg file>", '
                 '"language": "en", "task": "transcribe"}'
             ),
+            400,
+        )
+    response_format = payload.get("response_format", "json")
+    if response_format not in ("json", *subtitles.FORMATS):
+        return _http_error(
+            InvalidParameter(f"response_format must be json, srt or vtt, got {str(response_format)[:40]!r}"),
             400,
         )
     try:
@@ -332,6 +355,11 @@ async def predict_endpoint(request: Request) -> JSONResponse:
     final = next(m for m in session.messages_to_send() if m["type"] == "final")
     if session.error is not None and session.error.close_code == 1011:
         return _http_error(session.error, 500)
+    if response_format != "json":
+        fmt: subtitles.SubtitleFormat = response_format
+        return Response(
+            subtitles.render(final["response"]["segments"], fmt), media_type=subtitles.MEDIA_TYPES[fmt]
+        )
     body_out: dict[str, Any] = {k: v for k, v in final.items() if k != "type"}
     return JSONResponse(body_out)
 
@@ -349,6 +377,34 @@ async def healthcheck_endpoint(request: Request) -> JSONResponse:
     if found.load_error is not None:
         return JSONResponse({"status": "error", "error": found.load_error}, status_code=503)
     return JSONResponse({"status": "loading"}, status_code=503)
+
+
+async def page_endpoint(request: Request) -> Response:
+    """The live-captions page: the microphone streamed over ``/v1/stream``."""
+    return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def info_endpoint(request: Request) -> JSONResponse:
+    """What a client may choose: the model, its languages, and the limits a stream runs under."""
+    found = services(request)
+    if not found.ready:
+        return _http_error(NotReady("the model is still loading; retry in a few seconds"), 503)
+    assert found.engine is not None
+    config = found.config
+    return JSONResponse(
+        {
+            "model": found.engine.name,
+            "multilingual": found.engine.multilingual,
+            "languages": sorted(found.engine.languages) if found.engine.multilingual else ["en"],
+            "tasks": ["transcribe", "translate"] if found.engine.multilingual else ["transcribe"],
+            "limits": {
+                "max_frame_bytes": config.max_frame_bytes,
+                "max_session_seconds": config.max_session_seconds,
+                "max_buffered_seconds": config.max_buffered_seconds,
+                "idle_timeout": config.idle_timeout,
+            },
+        }
+    )
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -41,7 +41,17 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _is_list(field: dataclasses.Field[Any]) -> bool:
+    return str(field.type).startswith("tuple")
+
+
 def _converter(field: dataclasses.Field[Any]) -> Any:
+    if _is_list(field):
+        return _parse_list
     kind = field.type if isinstance(field.type, str) else field.type.__name__
     return {"int": int, "float": float, "bool": _parse_bool}.get(kind, str)
 
@@ -56,10 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"with an environment variable: {ENV_PREFIX}<FLAG NAME>, e.g. {env_var('max_sessions')}.",
     )
     for field in dataclasses.fields(Config):
+        # List options may be repeated, or take commas.
         serve.add_argument(
             flag(field.name),
             dest=field.name,
             type=_converter(field),
+            action="append" if _is_list(field) else "store",
             choices=field.metadata.get("choices"),
             default=None,
             metavar=field.name.upper(),
@@ -74,7 +86,8 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     for field in dataclasses.fields(Config):
         given = getattr(args, field.name, None)
         if given is not None:
-            values[field.name] = given
+            # A repeated list flag arrives as one tuple per use.
+            values[field.name] = tuple(x for part in given for x in part) if _is_list(field) else given
         elif env_var(field.name) in environ:
             raw = environ[env_var(field.name)]
             try:
@@ -113,6 +126,7 @@ def serve(config: Config) -> int:
     import uvicorn
 
     from streaming.app import Lifecycle, create_app
+    from streaming.auth import RedactTokens
     from streaming.server import DrainingServer
 
     logging.basicConfig(
@@ -140,8 +154,15 @@ def serve(config: Config) -> int:
             server.should_exit = True
 
     lifecycle = Lifecycle()
-    app = create_app(config, on_fatal=on_fatal, lifecycle=lifecycle)
-    server = DrainingServer(uvicorn_config(config, app), lifecycle, config.drain_timeout)
+    try:
+        app = create_app(config, on_fatal=on_fatal, lifecycle=lifecycle)
+    except OSError as exc:
+        log.error("cannot start: cannot read the API key file: %s", exc)
+        return STARTUP_FAILURE
+    settings = uvicorn_config(config, app)  # configures uvicorn's loggers
+    # Browsers send their API key in the query string, which the access log prints.
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    server = DrainingServer(settings, lifecycle, config.drain_timeout)
     asyncio.run(server.serve())
     if failure:
         log.error("stopped: the model could not be loaded: %s", failure[0])

@@ -29,9 +29,10 @@ MAX_SAMPLE_RATE = 48000
 MODEL_SAMPLE_RATE = 16000
 
 
-def _opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
-    """A config field whose help text the CLI shows; ``choices`` restrict a string."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def _opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None, secret: bool = False) -> Any:
+    """A config field whose help text the CLI shows; ``choices`` restrict a string; a
+    ``secret`` is left out of the config's repr, so it never reaches a log."""
+    return field(default=default, repr=not secret, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +44,21 @@ class Config:
     port: int = _opt(8000, "port to bind")
     log_level: str = _opt("info", "log level", choices=("critical", "error", "warning", "info", "debug"))
 
+    # Who may connect
+    api_key: tuple[str, ...] = _opt(
+        (),
+        "API keys, any of which a client must send (Authorization: Bearer KEY, or ?token=KEY "
+        "from a browser) on every route but /healthcheck; repeat the flag, or separate keys "
+        "with commas; none: no key needed",
+        secret=True,
+    )
+    api_key_file: str = _opt("", "a file of more API keys, one per line ('#' starts a comment)")
+    allowed_origins: tuple[str, ...] = _opt(
+        (),
+        "origins of the web pages that may use the server (https://app.example.com); repeat or "
+        "separate with commas; none: any page",
+    )
+
     # Model
     model: str = _opt(
         "tiny.en",
@@ -53,10 +69,18 @@ class Config:
     compute_type: str = _opt(
         "default", "CTranslate2 compute type; 'default' is int8 on CPU and float16 on CUDA"
     )
-    cpu_threads: int = _opt(0, "CPU threads for the model; 0 uses every core")
+    cpu_threads: int = _opt(0, "CPU threads for the model, shared out among its workers; 0 uses every core")
+    workers: int = _opt(
+        0,
+        "model calls that run at once, each on its own share of the threads; 0 picks 2 on a CPU "
+        "of 2 cores or more (a final need not wait for a partial batch to finish) and 1 on CUDA",
+    )
     cache_dir: str = _opt("", "where joined model files are kept; empty means ~/.cache/streaming")
-    batch_size: int = _opt(
-        0, "utterances decoded together in one model call; 0 picks 4 on CPU and 16 on CUDA"
+    batch_size: int = _opt(0, "finals decoded together in one model call; 0 picks 4 on CPU and 16 on CUDA")
+    partial_batch_size: int = _opt(
+        0,
+        "partials decoded together in one model call; 0 picks 2 on CPU (a final arriving "
+        "meanwhile waits for the call) and 16 on CUDA",
     )
     encoder_window: float = _opt(
         15.0,
@@ -127,6 +151,8 @@ class Config:
             (self.min_speech >= 0, "min_speech must be >= 0"),
             (self.max_sessions >= 0, "max_sessions must be >= 0"),
             (self.batch_size >= 0, "batch_size must be >= 0"),
+            (self.partial_batch_size >= 0, "partial_batch_size must be >= 0"),
+            (self.workers >= 0, "workers must be >= 0"),
             (10.0 <= self.encoder_window <= 30.0, "encoder_window must be in [10, 30] seconds"),
             (self.max_frame_bytes >= 1024, "max_frame_bytes must be >= 1024"),
             (self.max_session_seconds > 0, "max_session_seconds must be > 0"),
@@ -153,10 +179,15 @@ class Config:
         holds 8 real-time streams, and batches of 4 decode fastest.
         """
         cuda = device == "cuda"
+        cores = max(cores, 1)
+        workers = self.workers or (1 if cuda else min(cores, 2))
         return dataclasses.replace(
             self,
-            max_sessions=self.max_sessions or (64 if cuda else 4 * max(cores, 1)),
+            max_sessions=self.max_sessions or (64 if cuda else 4 * cores),
             batch_size=self.batch_size or (16 if cuda else 4),
+            partial_batch_size=self.partial_batch_size or (16 if cuda else 2),
+            workers=workers,
+            cpu_threads=self.cpu_threads or cores,
         )
 
 

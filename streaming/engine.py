@@ -75,8 +75,9 @@ class Thresholds:
 
 
 class Engine(Protocol):
-    """Decodes utterances, several at once. Called from one thread at a time (the scheduler's
-    worker). The result list matches ``audios`` item for item; an exception fails the batch."""
+    """Decodes utterances, several at once. Called from the scheduler's worker threads, as many
+    at once as it has workers, so it must be thread-safe. The result list matches ``audios``
+    item for item; an exception fails the batch."""
 
     @property
     def name(self) -> str: ...
@@ -120,6 +121,7 @@ class WhisperEngine:
         device: str,
         compute_type: str,
         cpu_threads: int,
+        workers: int,
         thresholds: Thresholds,
         encoder_window: float,
     ) -> None:
@@ -135,17 +137,21 @@ class WhisperEngine:
             model_path,
             device=self.device,
             compute_type=compute_type,
-            cpu_threads=cpu_threads,
+            # CTranslate2 runs ``workers`` calls at once, from as many threads, each on its
+            # own share of the CPU threads (0: CTranslate2's own default).
+            cpu_threads=max(cpu_threads // workers, 1) if cpu_threads else 0,
+            num_workers=workers,
             local_files_only=False,
         )
         self._languages = frozenset(self._model.supported_languages)
         self._window_frames = min(round(encoder_window * FRAMES_PER_SECOND), MAX_FRAMES)
         self._tokenizers: dict[tuple[str | None, str], Any] = {}
         logger.info(
-            "loaded model %s on %s (%s, %d languages, %g s encoder window)",
+            "loaded model %s on %s (%s, %d workers, %d languages, %g s encoder window)",
             name,
             self.device,
             compute_type,
+            workers,
             len(self._languages),
             self._window_frames / FRAMES_PER_SECOND,
         )
@@ -229,8 +235,9 @@ class WhisperEngine:
             language, task = "en", "transcribe"
         key = (language, task)
         if key not in self._tokenizers:
-            self._tokenizers[key] = Tokenizer(
-                self._model.hf_tokenizer, self.multilingual, task=task, language=language
+            # Two workers may both build one; setdefault keeps the first, and both are equal.
+            self._tokenizers.setdefault(
+                key, Tokenizer(self._model.hf_tokenizer, self.multilingual, task=task, language=language)
             )
         return self._tokenizers[key]
 

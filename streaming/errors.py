@@ -15,6 +15,8 @@
     ├── NotReady                         not_ready            1013  model still loading
     ├── ShuttingDown                     shutting_down        1001  the server is draining
     ├── BodyTooLarge                     body_too_large       (HTTP 413) POST /predict only
+    ├── Unauthorized                     unauthorized         1008  (HTTP 401) no or wrong API key
+    ├── OriginNotAllowed                 origin_not_allowed   1008  (HTTP 403) page not in allowed_origins
     └── InternalError                    internal_error       1011
 
 Only :mod:`streaming.transport` turns one into an ``error`` message and a close; the session
@@ -100,6 +102,20 @@ class BodyTooLarge(StreamingError):
 
     code = "body_too_large"
     close_code = 1009
+
+
+class Unauthorized(StreamingError):
+    """No API key, or a wrong one, where the server requires one (HTTP 401 at the handshake)."""
+
+    code = "unauthorized"
+    close_code = 1008
+
+
+class OriginNotAllowed(StreamingError):
+    """A web page whose origin is not in ``allowed_origins`` (HTTP 403 at the handshake)."""
+
+    code = "origin_not_allowed"
+    close_code = 1008
 
 
 class InternalError(StreamingError):

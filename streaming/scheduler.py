@@ -1,22 +1,29 @@
-"""One worker thread owns the model and serves every session's decodes, in batches.
+"""Model workers serve every session's decodes, in batches.
 
 :class:`DecodeQueue` is the policy, sans-I/O (no thread, no clock of its own):
 
 - finals come first: a batch of partials is formed only when no final waits, and finals are
   taken in the order they were submitted (a session's finals keep their order; a session
   also never has more than one final submitted at a time);
-- a batch holds up to ``batch_size`` requests that share their decode options (one model call
-  decodes them together), taken from the oldest waiting request's options;
+- a batch holds requests that share their decode options (one model call decodes them
+  together), taken from the first waiting request's options: up to ``batch_size`` finals, or
+  up to ``partial_batch_size`` partials. Partial batches are kept smaller because a model call
+  cannot be interrupted: a final that arrives while partials are decoding waits for them;
 - partials are best effort: a session's newer partial replaces its older one still waiting
-  (superseded), and a partial that waited longer than ``partial_max_age`` is dropped (shed):
-  the worker is behind, and the session asks again with fresher audio;
+  (superseded), a partial that waited longer than ``partial_max_age`` is dropped (shed: the
+  worker is behind, and the session asks again with fresher audio), and the partial of the
+  session whose captions have gone longest without an update (``Job.stale_since``) goes
+  first, so that under load every stream's captions keep moving, a new utterance's first
+  words first;
 - bounded: at most ``max_finals`` finals wait (more is :class:`Overloaded`), at most one
   partial per session.
 
-:class:`Scheduler` runs the queue on one worker thread that alone calls the engine; results
-cross back to the event loop with ``loop.call_soon_threadsafe``. Only the queue is shared
-between the threads, guarded by one condition variable. A failing batch is retried item by
-item, so one bad request fails only itself, and the worker goes on.
+:class:`Scheduler` runs the queue on ``workers`` threads that alone call the engine (on a CPU,
+two workers of one thread each decode about a fifth more than one worker of two threads:
+docs/benchmarks.md); results cross back to the event loop with
+``loop.call_soon_threadsafe``. Only the queue is shared between the threads, guarded by one
+condition variable. A failing batch is retried item by item, so one bad request fails only
+itself, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -70,10 +77,18 @@ class Waiting(Generic[T]):
 class DecodeQueue(Generic[T]):
     """Which decodes run next, and together."""
 
-    def __init__(self, *, batch_size: int, max_finals: int, partial_max_age: float) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        max_finals: int,
+        partial_max_age: float,
+        partial_batch_size: int | None = None,
+    ) -> None:
+        if batch_size < 1 or (partial_batch_size is not None and partial_batch_size < 1):
+            raise ValueError("batch sizes must be >= 1")
         self.batch_size = batch_size
+        self.partial_batch_size = partial_batch_size or batch_size
         self.max_finals = max_finals
         self.partial_max_age = partial_max_age
         self._finals: deque[Waiting[T]] = deque()
@@ -106,8 +121,8 @@ class DecodeQueue(Generic[T]):
         if self._finals:
             batch = _take_alike(self._finals, self.batch_size)
         else:
-            queue = deque(self._partials.values())
-            batch = _take_alike(queue, self.batch_size)
+            queue = deque(sorted(self._partials.values(), key=lambda w: w.job.stale_since))
+            batch = _take_alike(queue, self.partial_batch_size)
             for waiting in batch:
                 del self._partials[waiting.job.session_id]
         self._count()
@@ -158,17 +173,25 @@ class Scheduler:
         *,
         batch_size: int,
         partial_max_age: float,
+        partial_batch_size: int | None = None,
+        workers: int = 1,
         max_finals: int = 1024,
         clock: Clock | None = None,
     ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
         self._engine = engine
         self._clock = clock or MonotonicClock()
         self._queue: DecodeQueue[Future] = DecodeQueue(
-            batch_size=batch_size, max_finals=max_finals, partial_max_age=partial_max_age
+            batch_size=batch_size,
+            partial_batch_size=partial_batch_size,
+            max_finals=max_finals,
+            partial_max_age=partial_max_age,
         )
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -181,17 +204,25 @@ class Scheduler:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._work, name="model-worker", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"model-worker-{i}", daemon=True)
+            for i in range(self._workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
-        """Finish the batch in progress, fail the waiting ones, and join the worker."""
+        """Finish the batches in progress, fail the waiting ones, and join the workers."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
+        self._threads = []
+        with self._cond:
+            waiting = self._queue.clear()
+        for future in waiting:
+            self._settle(future, SchedulerStopped("the server is shutting down"))
 
     def submit(self, job: Job) -> Future:
         """Queue a decode; the future resolves on the event loop that started the scheduler."""
@@ -223,10 +254,6 @@ class Scheduler:
     def _work(self) -> None:
         while (batch := self._next()) is not None:
             self._run(batch)
-        with self._cond:
-            waiting = self._queue.clear()
-        for future in waiting:
-            self._settle(future, SchedulerStopped("the server is shutting down"))
 
     def _run(self, batch: list[Waiting[Future]]) -> None:
         options = batch[0].job.options

@@ -66,6 +66,9 @@ class Job:
     options: DecodeOptions
     utterance: int  # which utterance of the stream (partials of a closed one are stale)
     start: int  # stream sample of audio[0]
+    # Clock time since which the stream's captions show nothing newer: the last partial sent,
+    # or the end of the previous utterance. Under load, the stalest partial is decoded first.
+    stale_since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,7 @@ class Session:
         self._utterance = 0  # index of the open (or next) utterance
         self._last_partial_at = clock.now()
         self._last_partial_size = 0
+        self._shown_at = clock.now()
         self._last_activity = clock.now()
         self._told_ended = False
         self._transcripts: list[Transcript] = []
@@ -312,6 +316,7 @@ class Session:
         self._waiting.append((self._utterance, utterance))
         self._utterance += 1
         self._last_partial_size = 0
+        self._shown_at = self._clock.now()
 
     def _buffered_samples(self) -> int:
         return self._waiting_samples() + self._segmenter.open_samples
@@ -353,6 +358,7 @@ class Session:
             options=self._options(partial=kind == "partial"),
             utterance=index,
             start=utterance.start,
+            stale_since=self._shown_at,
         )
         self._jobs.append(job)
         return job
@@ -373,6 +379,7 @@ class Session:
     def _on_partial(self, job: Job, decoded: Decoded) -> None:
         if self.phase is not Phase.OPEN or job.utterance != self._utterance or not decoded.text:
             return  # the utterance closed meanwhile: its segment supersedes this
+        self._shown_at = self._clock.now()
         self._outbox.append(
             messages.partial(Transcript(start=job.start, end=job.start + len(job.audio), text=decoded.text))
         )

@@ -217,25 +217,50 @@ class Segmenter:
             self._audio_start = keep_from
 
 
-class SileroScorer:
-    """silero-vad's model, from the files the ``silero-vad`` package ships (no download).
+class SileroVad:
+    """silero-vad's network, from the files the ``silero-vad`` package ships (no download),
+    loaded once and shared by every stream.
 
-    The model carries recurrent state, so each stream gets its own instance (4 MB).
+    The packaged model keeps one stream's recurrent state inside itself, so sharing it means
+    driving its 16 kHz network directly: each stream's :class:`SileroScorer` holds only that
+    state and the last 64 samples of context (about 1.3 KB), instead of a 4 MB model of its own
+    loaded at every connection. The scores are the packaged model's, bit for bit
+    (``tests/test_vad.py``).
     """
 
     def __init__(self) -> None:
         import silero_vad  # torch is heavy: imported only where the model is used
         import torch
 
-        self._torch = torch
+        self.torch = torch
         with warnings.catch_warnings():
             # silero-vad ships a TorchScript model; torch 2.13 warns that jit.load is deprecated.
             warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
-            self._model = silero_vad.load_silero_vad(onnx=False)
+            packaged = silero_vad.load_silero_vad(onnx=False)
+        self.network = packaged._model  # the 16 kHz network: (context + window, state) -> (score, state)
+        self.context_samples = int(self.network.context_size_samples)
+
+    def scorer(self) -> SileroScorer:
+        """A new stream's scorer."""
+        return SileroScorer(self)
+
+
+class SileroScorer:
+    """One stream's recurrent state over the shared :class:`SileroVad` network."""
+
+    def __init__(self, vad: SileroVad) -> None:
+        torch = vad.torch
+        self._vad = vad
+        self._state = torch.zeros(2, 1, 128)
+        self._context = torch.zeros(1, vad.context_samples)
 
     def __call__(self, window: Samples) -> float:
-        with self._torch.inference_mode():
-            return float(self._model(self._torch.from_numpy(window), SAMPLE_RATE).item())
+        torch = self._vad.torch
+        with torch.inference_mode():
+            x = torch.cat((self._context, torch.from_numpy(window)[None]), dim=1)
+            score, self._state = self._vad.network(x, self._state)
+            self._context = x[:, -self._vad.context_samples :]
+        return float(score.item())
 
 
 def configure_torch(threads: int = 1) -> None:

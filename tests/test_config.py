@@ -17,6 +17,8 @@ def sample(field: dataclasses.Field) -> tuple[str, object]:
         value = next(c for c in choices if c != field.default)
         return value, value
     default = field.default
+    if isinstance(default, tuple):
+        return "first, second", ("first", "second")
     if isinstance(default, bool):
         return str(not default).lower(), not default
     if isinstance(default, int):
@@ -34,6 +36,13 @@ def test_each_field_has_a_flag_and_an_env_var(field: dataclasses.Field) -> None:
     assert getattr(config_from(args, {}), field.name) == value
     args = build_parser().parse_args(["serve"])
     assert getattr(config_from(args, {env_var(field.name): raw}), field.name) == value
+
+
+def test_a_list_flag_may_be_repeated_and_secrets_stay_out_of_the_repr() -> None:
+    args = build_parser().parse_args(["serve", "--api-key", "k1", "--api-key", "k2,k3"])
+    config = config_from(args, {})
+    assert config.api_key == ("k1", "k2", "k3")
+    assert "k1" not in repr(config)
 
 
 def test_flag_beats_env_and_env_beats_default() -> None:

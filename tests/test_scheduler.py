@@ -30,7 +30,9 @@ PARTIAL = replace(FINAL, beam_size=1, word_timestamps=False, temperature_fallbac
 _tickets = iter(range(1, 1_000_000))
 
 
-def job(session: str, kind: JobKind = "final", options: DecodeOptions | None = None) -> Job:
+def job(
+    session: str, kind: JobKind = "final", options: DecodeOptions | None = None, stale_since: float = 0.0
+) -> Job:
     return Job(
         ticket=next(_tickets),
         kind=kind,
@@ -39,6 +41,7 @@ def job(session: str, kind: JobKind = "final", options: DecodeOptions | None = N
         options=options or (FINAL if kind == "final" else PARTIAL),
         utterance=0,
         start=0,
+        stale_since=stale_since,
     )
 
 
@@ -114,6 +117,27 @@ def test_a_fresh_partial_is_not_shed() -> None:
     batch, shed = q.take(now=1.4)
     assert names(batch) == ["pa"]
     assert shed == []
+
+
+def test_partials_batch_smaller_than_finals() -> None:
+    q = DecodeQueue[str](batch_size=4, partial_batch_size=2, max_finals=8, partial_max_age=5.0)
+    for i in range(4):
+        q.add(job(f"s{i}", "partial"), f"p{i}", now=0.0)
+    assert len(q.take(now=0.0)[0]) == 2
+    for i in range(4):
+        q.add(job(f"t{i}"), f"f{i}", now=0.0)
+    assert len(q.take(now=0.0)[0]) == 4
+
+
+def test_the_stalest_captions_get_their_partial_first() -> None:
+    """Under load the stream whose captions went longest without an update goes first, whatever
+    the order the partials were submitted in."""
+    q = DecodeQueue[str](batch_size=4, partial_batch_size=1, max_finals=8, partial_max_age=5.0)
+    q.add(job("recent", "partial", stale_since=9.0), "recent", now=10.0)
+    q.add(job("oldest", "partial", stale_since=2.0), "oldest", now=10.1)
+    q.add(job("older", "partial", stale_since=5.0), "older", now=10.2)
+    order = [names(q.take(now=10.3)[0]) for _ in range(3)]
+    assert order == [["oldest"], ["older"], ["recent"]]
 
 
 def test_the_final_queue_is_bounded() -> None:
@@ -224,6 +248,25 @@ async def test_a_superseded_partial_resolves_to_none_at_once() -> None:
         result = await new
         assert result is not None
         assert result.text == "n300"
+    finally:
+        await scheduler.stop()
+
+
+async def test_two_workers_decode_at_once_so_a_final_need_not_wait_for_a_partial_batch() -> None:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine, batch_size=4, partial_max_age=10.0, workers=2, clock=ManualClock())
+    scheduler.start()
+    try:
+        partial = scheduler.submit(sized_job("a", 100, "partial"))
+        await asyncio.to_thread(engine.started.wait)  # one worker is inside the model
+        engine.started.clear()
+        final = scheduler.submit(sized_job("b", 200))
+        await asyncio.to_thread(engine.started.wait)  # the other one took the final
+        engine.gate.release()
+        engine.gate.release()
+        assert (await final) is not None
+        assert (await partial) is not None
+        assert sorted(engine.batches) == [[100], [200]]
     finally:
         await scheduler.stop()
 

@@ -91,6 +91,22 @@ def test_partials_follow_the_cadence_and_stop_when_the_utterance_closes() -> Non
     assert len(h.of_type("partial")) == count  # no partials in silence
 
 
+def test_a_partial_says_since_when_the_captions_are_stale() -> None:
+    """The scheduler decodes the stalest captions first: a partial's ``stale_since`` is when the
+    stream last showed something new (a partial, or the end of the previous utterance)."""
+    h = Harness(partial_interval=0.5)
+    h.audio(np.concatenate([silence(0.5), tone(1.5)]), run_jobs=False)
+    first = [j for j in h.pending if j.kind == "partial"]
+    assert len(first) == 1
+    assert first[0].stale_since == 0.0  # nothing shown since the stream opened
+    shown_at = h.clock.now()
+    h.pump()  # the partial is decoded and sent now
+    assert len(h.of_type("partial")) == 1
+    h.audio(tone(1.0), run_jobs=False)
+    [second] = [j for j in h.pending if j.kind == "partial"]
+    assert second.stale_since == shown_at
+
+
 def test_no_partials_when_the_client_asked_for_none() -> None:
     h = Harness(stream=StreamConfig(encoding="pcm_f32le", interim_results=False))
     h.audio(np.concatenate([tone(3.0), silence(1.0)]))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
 
 from streaming.config import Config
-from streaming.vad import WINDOW, Segmenter, SileroScorer, Utterance, VadParams
+from streaming.vad import WINDOW, Segmenter, SileroVad, Utterance, VadParams
 from tests.fakes import RATE, TEST_VAD, LoudnessScorer, silence, tone
 
 PARAMS = TEST_VAD
@@ -87,10 +88,47 @@ def test_silero_finds_the_speech_in_a_real_clip(manifest: dict[str, dict], data_
     entry = manifest["ljspeech/LJ001-0002.flac"]
     speech = decode_file((data_dir / entry["audio"]).read_bytes())
     audio = np.concatenate([silence(1.0), speech, silence(1.0)])
-    segmenter = Segmenter(SileroScorer(), VadParams.from_config(Config()))
+    segmenter = Segmenter(SileroVad().scorer(), VadParams.from_config(Config()))
     utterances = segmenter.push(audio)
     assert len(utterances) == 1
     [u] = utterances
     words = entry["words_silver"]
     assert u.start <= (1.0 + words[0][1]) * RATE
     assert u.end >= (1.0 + words[-1][2]) * RATE
+
+
+def test_streams_sharing_the_network_score_as_the_packaged_model_does(
+    manifest: dict[str, dict], data_dir
+) -> None:
+    """Two interleaved streams over one shared network get exactly the packaged model's scores:
+    neither's recurrent state leaks into the other."""
+    import silero_vad
+    import torch
+
+    from streaming.audio import decode_file
+
+    clips = [
+        decode_file((data_dir / manifest[name]["audio"]).read_bytes())
+        for name in ("ljspeech/LJ001-0002.flac", "read/jfk.flac")
+    ]
+    windows = min(len(c) for c in clips) // WINDOW
+    packaged = []
+    for clip in clips:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load
+            model = silero_vad.load_silero_vad(onnx=False)
+        with torch.inference_mode():
+            packaged.append(
+                [
+                    float(model(torch.from_numpy(clip[i * WINDOW : (i + 1) * WINDOW]), RATE))
+                    for i in range(windows)
+                ]
+            )
+    vad = SileroVad()
+    scorers = [vad.scorer(), vad.scorer()]
+    shared: list[list[float]] = [[], []]
+    for i in range(windows):
+        for k, clip in enumerate(clips):
+            shared[k].append(scorers[k](clip[i * WINDOW : (i + 1) * WINDOW]))
+    assert shared == packaged
+    assert max(packaged[0]) > 0.9  # real speech was scored

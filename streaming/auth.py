@@ -1,0 +1,135 @@
+"""Who may connect: API keys and allowed web origins, checked before a request does anything.
+
+A key comes as ``Authorization: Bearer <key>`` or, for browsers (which cannot set headers on a
+websocket), as a ``token`` query parameter. Keys are compared in constant time
+(:func:`hmac.compare_digest`, against every configured key, so the time taken says nothing about
+which key came close) and never logged. ``/healthcheck`` is open, for liveness probes, and so are
+the page's static files (code the browser needs before it can send a key; they hold no data
+and use no model).
+
+An ``Origin`` header is sent by browsers only; with ``allowed_origins`` set, a request from a
+page of another origin is refused (a program that sends no ``Origin`` is judged by its key).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from streaming.errors import OriginNotAllowed, StreamingError, Unauthorized
+
+logger = logging.getLogger(__name__)
+
+
+def read_key_file(path: str) -> list[str]:
+    """One key per line; blank lines and ``#`` comments are skipped."""
+    lines = Path(path).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+class Gate:
+    def __init__(self, keys: Iterable[str], allowed_origins: Iterable[str]) -> None:
+        self._keys = [key.encode() for key in keys if key]
+        self._origins = {origin.rstrip("/").lower() for origin in allowed_origins if origin}
+
+    @property
+    def requires_key(self) -> bool:
+        return bool(self._keys)
+
+    def check(self, conn: HTTPConnection) -> StreamingError | None:
+        """Why ``conn`` may not go on, or None if it may."""
+        origin = conn.headers.get("origin")
+        if self._origins and origin is not None and origin.rstrip("/").lower() not in self._origins:
+            return OriginNotAllowed(f"pages from {origin[:100]} may not use this server")
+        if not self._keys:
+            return None
+        offered = _credential(conn)
+        if offered is None:
+            return Unauthorized(
+                "this server needs an API key: send 'Authorization: Bearer <key>', or a 'token' "
+                "query parameter from a browser"
+            )
+        candidate = offered.encode()
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(candidate, key)
+        if not matched:
+            return Unauthorized("the API key is not valid")
+        return None
+
+
+def _credential(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    token = conn.query_params.get("token")
+    return token or None
+
+
+PUBLIC_PATHS = ("/healthcheck",)
+PUBLIC_PREFIXES = ("/static/",)
+
+
+class GateMiddleware:
+    """ASGI middleware: every HTTP request and websocket handshake passes :class:`Gate` first.
+
+    A refused request gets a JSON ``{"error": {"code", "message"}}`` with 401 (key) or 403
+    (origin); a refused websocket gets the same as the HTTP answer to its handshake, so it is
+    never accepted (with a server lacking the denial-response extension: a close with 1008).
+    """
+
+    def __init__(self, app: ASGIApp, gate: Gate) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or _is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        refusal = self.gate.check(conn)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        status = 401 if isinstance(refusal, Unauthorized) else 403
+        logger.info("refused %s %s: %s", scope["type"], scope["path"], refusal.code)
+        response = JSONResponse(
+            {"error": {"code": refusal.code, "message": refusal.message}},
+            status_code=status,
+            headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
+        )
+        if scope["type"] == "http":
+            await response(scope, receive, send)
+            return
+        websocket = WebSocket(scope, receive, send)
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await websocket.send_denial_response(response)
+        else:
+            await websocket.close(code=refusal.close_code, reason=refusal.code)
+
+
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+_TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+class RedactTokens(logging.Filter):
+    """Blanks ``token=`` query values in log lines (uvicorn's access log prints whole paths)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = _TOKEN.sub(r"\1[redacted]", message), None
+        return True

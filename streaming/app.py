@@ -402,6 +402,7 @@ async def info_endpoint(request: Request) -> JSONResponse:
                 "max_session_seconds": config.max_session_seconds,
                 "max_buffered_seconds": config.max_buffered_seconds,
                 "idle_timeout": config.idle_timeout,
+                "max_unsent_messages": config.max_unsent_messages,
             },
         }
     )

@@ -51,7 +51,8 @@ def decode_samples(data: bytes, encoding: str) -> Samples:
         samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
         if not np.isfinite(samples).all():
             raise InvalidAudio("pcm_f32le audio holds NaN or infinity; send finite samples in [-1, 1]")
-        return samples
+        # Full scale is [-1, 1]: louder samples are clipped, as a converter to s16 would.
+        return np.clip(samples, -1.0, 1.0, out=samples)
     if encoding == "mulaw":
         return MULAW_TABLE[np.frombuffer(data, dtype=np.uint8)]
     raise ValueError(f"unknown encoding {encoding!r}")
@@ -78,9 +79,9 @@ class StreamDecoder:
         """Decode a chunk; bytes of an incomplete sample frame are kept for the next one."""
         buffer = self._pending + data
         usable = len(buffer) - len(buffer) % self._config.frame_bytes
-        self._pending = buffer[usable:]
+        # Validate before touching any state, so a rejected chunk leaves no trace.
         samples = decode_samples(buffer[:usable], self._config.encoding)
-        # Validate before touching resampler state, so a rejected chunk leaves no trace.
+        self._pending = buffer[usable:]
         return self._convert(samples, last=False)
 
     def flush(self) -> Samples:

@@ -79,8 +79,8 @@ class Config:
     batch_size: int = _opt(0, "finals decoded together in one model call; 0 picks 4 on CPU and 16 on CUDA")
     partial_batch_size: int = _opt(
         0,
-        "partials decoded together in one model call; 0 picks 2 on CPU (a final arriving "
-        "meanwhile waits for the call) and 16 on CUDA",
+        "partials decoded together in one model call; 0 picks 1 on CPU (a final arriving "
+        "meanwhile may wait for the call) and 16 on CUDA",
     )
     encoder_window: float = _opt(
         15.0,
@@ -131,6 +131,11 @@ class Config:
         60.0, "audio a session may hold waiting for the model before it is told overloaded"
     )
     idle_timeout: float = _opt(60.0, "seconds without audio or keepalive before a stream ends")
+    max_unsent_messages: int = _opt(
+        256,
+        "messages queued for a client that does not read them (a waiting partial is replaced "
+        "by a newer one); one more ends its stream with slow_consumer",
+    )
     max_body_bytes: int = _opt(64 << 20, "largest POST /predict body")
     drain_timeout: float = _opt(
         30.0, "on SIGTERM, seconds open streams may go on before they are ended with a final"
@@ -161,6 +166,7 @@ class Config:
                 "max_buffered_seconds must be >= max_utterance",
             ),
             (self.idle_timeout > 0, "idle_timeout must be > 0"),
+            (self.max_unsent_messages >= 1, "max_unsent_messages must be >= 1"),
             (self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024"),
             (self.drain_timeout >= 0, "drain_timeout must be >= 0"),
         ]
@@ -185,7 +191,7 @@ class Config:
             self,
             max_sessions=self.max_sessions or (64 if cuda else 4 * cores),
             batch_size=self.batch_size or (16 if cuda else 4),
-            partial_batch_size=self.partial_batch_size or (16 if cuda else 2),
+            partial_batch_size=self.partial_batch_size or (16 if cuda else 1),
             workers=workers,
             cpu_threads=self.cpu_threads or cores,
         )

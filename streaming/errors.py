@@ -10,6 +10,7 @@
     ├── FrameTooLarge                    frame_too_large      1009
     ├── SessionTooLong                   session_too_long     1008
     ├── Overloaded                       overloaded           1008  model cannot keep up
+    ├── SlowConsumer                     slow_consumer        1008  client does not read
     ├── IdleTimeout                      idle_timeout         1000
     ├── ServerFull                       server_full          1013
     ├── NotReady                         not_ready            1013  model still loading
@@ -74,6 +75,13 @@ class SessionTooLong(StreamingError):
 
 class Overloaded(StreamingError):
     code = "overloaded"
+    close_code = 1008
+
+
+class SlowConsumer(StreamingError):
+    """More than ``max_unsent_messages`` wait for a client that does not read them."""
+
+    code = "slow_consumer"
     close_code = 1008
 
 

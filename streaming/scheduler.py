@@ -20,7 +20,8 @@
 
 :class:`Scheduler` runs the queue on ``workers`` threads that alone call the engine (on a CPU,
 two workers of one thread each decode about a fifth more than one worker of two threads:
-docs/benchmarks.md); results cross back to the event loop with
+docs/benchmarks.md), so a final that arrives while one worker decodes partials usually
+finds the other free. Results cross back to the event loop with
 ``loop.call_soon_threadsafe``. Only the queue is shared between the threads, guarded by one
 condition variable. A failing batch is retried item by item, so one bad request fails only
 itself, and the worker goes on.

@@ -36,6 +36,7 @@ from streaming.errors import (
     Overloaded,
     SessionTooLong,
     ShuttingDown,
+    SlowConsumer,
     StreamingError,
     UnexpectedMessage,
 )
@@ -85,6 +86,7 @@ class SessionSettings:
     max_session_seconds: float
     max_buffered_seconds: float
     idle_timeout: float
+    max_unsent_messages: int
 
     @classmethod
     def from_config(cls, config: Config, model: str) -> SessionSettings:
@@ -99,6 +101,7 @@ class SessionSettings:
             max_session_seconds=config.max_session_seconds,
             max_buffered_seconds=config.max_buffered_seconds,
             idle_timeout=config.idle_timeout,
+            max_unsent_messages=config.max_unsent_messages,
         )
 
 
@@ -198,7 +201,8 @@ class Session:
         self._in_flight = None
         self._waiting.clear()
         self._fail(InternalError(f"transcription failed ({reason}); the stream cannot go on"))
-        self._close_now()
+        if self.phase is not Phase.CLOSED:  # _fail may have closed it already
+            self._close_now()
 
     def tick(self) -> None:
         """Let time pass: idle timeout and partial cadence. Call it at :meth:`next_deadline`."""
@@ -219,6 +223,17 @@ class Session:
             self._finish(
                 ShuttingDown(
                     "the server is shutting down; everything received is transcribed, reconnect to go on"
+                )
+            )
+
+    def slow_consumer(self, limit: int) -> None:
+        """More than ``limit`` messages wait for a client that does not read: take no more
+        audio, transcribe what was received, queue the final and close with 1008."""
+        if self.phase is Phase.OPEN:
+            self._finish(
+                SlowConsumer(
+                    f"more than {limit} messages are waiting for this client to read them; read "
+                    "the socket while streaming"
                 )
             )
 
@@ -484,5 +499,6 @@ class Session:
                 "max_session_seconds": settings.max_session_seconds,
                 "max_buffered_seconds": settings.max_buffered_seconds,
                 "idle_timeout": settings.idle_timeout,
+                "max_unsent_messages": settings.max_unsent_messages,
             },
         }

@@ -4,19 +4,27 @@ It feeds frames into the sans-I/O :class:`~streaming.session.Session`, hands the
 decode jobs to the :class:`~streaming.scheduler.Scheduler`, feeds their results back, sends
 the session's messages, and closes with the session's close code.
 
-Per connection: one reader task and this handler's loop, which owns the session. The reader
-stops reading while ``MAX_QUEUED_FRAMES`` frames wait, or while more than half of
-``max_buffered_seconds`` of closed utterances wait for the model: a client that sends faster
-than the model transcribes is slowed down through TCP instead of losing audio. Decode results
-come back as done-callbacks on the same event loop.
+Per connection: one reader task, one writer task, and this handler's loop, which owns the
+session. The reader stops reading while ``MAX_QUEUED_FRAMES`` frames wait, or while more than
+half of ``max_buffered_seconds`` of closed utterances wait for the model: a client that sends
+faster than the model transcribes is slowed down through TCP instead of losing audio. Decode
+results come back as done-callbacks on the same event loop.
+
+The writer sends the session's messages from a bounded :class:`Outbox`, so the session never
+waits on a client that does not read: an unsent partial is replaced by a newer one, and when
+more than ``max_unsent_messages`` wait, the stream ends with ``slow_consumer`` (what was
+received is still transcribed and its ``final`` queued; the close follows once the writer has
+sent it, or after ``CLOSE_GRACE`` seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -30,6 +38,46 @@ from streaming.session import Job, Phase, Session
 logger = logging.getLogger(__name__)
 
 MAX_QUEUED_FRAMES = 32
+CLOSE_GRACE = 10.0  # seconds a slow reader gets to take its last messages before the close
+
+
+class Outbox:
+    """Messages waiting for the socket, in order; a waiting partial is replaced by a newer one
+    (it would be stale by the time the client read it)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: deque[tuple[str, str]] = deque()  # (message type, JSON text)
+        self._changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, message: messages.ServerMessage) -> bool:
+        """Queue a message; False once more than ``limit`` wait."""
+        kind = message["type"]
+        text = json.dumps(message, ensure_ascii=False)
+        if kind == "partial" and self._items and self._items[-1][0] == "partial":
+            self._items[-1] = (kind, text)
+        else:
+            self._items.append((kind, text))
+        self._changed.set()
+        return len(self._items) <= self.limit
+
+    async def get(self) -> str:
+        while not self._items:
+            self._changed.clear()
+            await self._changed.wait()
+        return self._items[0][1]
+
+    def sent(self) -> None:
+        self._items.popleft()
+        self._changed.set()
+
+    async def drained(self) -> None:
+        while self._items:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,38 +136,73 @@ class StreamConnection:
         self._may_read = asyncio.Event()
         self._may_read.set()
         self._pending: set[asyncio.Future[PartialResult]] = set()
+        self._outbox = Outbox(session.settings.max_unsent_messages)
         self._connected = True
 
     async def run(self) -> None:
         session = self._session
         reader = asyncio.create_task(self._read(), name=f"read-{session.id}")
+        writer = asyncio.create_task(self._write(), name=f"write-{session.id}")
         stopper = asyncio.create_task(self._watch_stop(), name=f"stop-{session.id}")
         try:
-            await self._flush()
+            self._flush()
             while session.phase is not Phase.CLOSED:
                 event = await self._next_event()
                 if event is None:
                     session.tick()
                 else:
                     self._handle(event)
-                await self._flush()
+                self._flush()
             if self._connected:
-                code = session.close_code or 1000
-                reason = session.error.code if session.error else ""
-                await self._ws.close(code=code, reason=reason)
+                await self._close(writer)
         except WebSocketDisconnect:
             session.client_gone()
         except Exception:
             logger.exception("session %s failed", session.id)
+            writer.cancel()
             await self._abort()
             raise
         finally:
-            reader.cancel()
-            stopper.cancel()
+            tasks = (reader, writer, stopper)
+            for task in tasks:
+                task.cancel()
             for future in self._pending:
                 future.cancel()
-            await asyncio.gather(reader, stopper, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         logger.info("session %s closed with %s", session.id, session.close_code)
+
+    async def _close(self, writer: asyncio.Task[None]) -> None:
+        """Send what is queued (within the grace a slow reader gets), then close."""
+        session = self._session
+        try:
+            await asyncio.wait_for(asyncio.shield(self._outbox.drained()), CLOSE_GRACE)
+        except TimeoutError:
+            logger.info(
+                "session %s: %d messages unread after %g s; closing",
+                session.id,
+                len(self._outbox),
+                CLOSE_GRACE,
+            )
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        if not self._connected:
+            return
+        code = session.close_code or 1000
+        reason = session.error.code if session.error else ""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ws.close(code=code, reason=reason), CLOSE_GRACE)
+
+    async def _write(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            try:
+                await self._ws.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                # The client is gone; the reader reports the disconnect.
+                self._connected = False
+                self._inbox.put_nowait(_Disconnected(1006))
+                return
+            self._outbox.sent()
 
     async def _abort(self) -> None:
         if not self._connected:
@@ -186,20 +269,27 @@ class StreamConnection:
                 self._connected = False
                 session.client_gone()
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         session = self._session
-        while jobs := session.jobs_to_start():
-            self._submit(jobs)
-        waiting = session.waiting_seconds
-        if waiting > self._high_water:
-            self._may_read.clear()
-        elif waiting < self._low_water:
-            self._may_read.set()
-        if not self._connected:
-            session.messages_to_send()
-            return
-        for message in session.messages_to_send():
-            await self._ws.send_text(json.dumps(message, ensure_ascii=False))
+        while True:
+            while jobs := session.jobs_to_start():
+                self._submit(jobs)
+            waiting = session.waiting_seconds
+            if waiting > self._high_water:
+                self._may_read.clear()
+            elif waiting < self._low_water:
+                self._may_read.set()
+            out = session.messages_to_send()
+            if not self._connected:
+                return
+            overflow = False
+            for message in out:
+                overflow |= not self._outbox.put(message)
+            if not overflow:
+                return
+            # The client does not read: end the stream; its error and final are queued past the
+            # limit, and the loop goes round for the jobs and messages that follow.
+            session.slow_consumer(self._outbox.limit)
 
     def _submit(self, jobs: list[Job]) -> None:
         session = self._session

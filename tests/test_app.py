@@ -91,3 +91,8 @@ def test_server_full_is_refused_with_1013() -> None:
                 if message["type"] == "final":
                     break
             assert "segment" in kinds
+            # A client waits for the close after the final (the test client cancels the app
+            # on leaving the block, so leaving earlier would cut the server's close short).
+            with pytest.raises(WebSocketDisconnect) as ended:
+                first.receive_text()
+            assert ended.value.code == 1000

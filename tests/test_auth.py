@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
 
 from streaming.app import create_app
 from streaming.auth import RedactTokens
@@ -105,12 +106,18 @@ def test_a_websocket_without_a_valid_key_is_refused_at_the_handshake(client: Tes
             assert json.loads(ws.receive_text())["type"] == "ready"
             ws.send_text('{"type":"end"}')
             assert json.loads(ws.receive_text())["type"] == "final"
+            with pytest.raises(WebSocketDisconnect):
+                ws.receive_text()
 
 
 def test_a_page_of_another_origin_is_refused(client: TestClient) -> None:
     good = {"Origin": GOOD_ORIGIN}
     with client.websocket_connect("/v1/stream?token=key-one", headers=good) as ws:
         assert json.loads(ws.receive_text())["type"] == "ready"
+        ws.send_text('{"type":"end"}')
+        assert json.loads(ws.receive_text())["type"] == "final"
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_text()
     bad = {"Origin": "https://evil.example"}
     with (
         pytest.raises(WebSocketDenialResponse) as refused,

@@ -170,10 +170,12 @@ class GatedEngine:
     def __init__(self, fail_when: int | None = None) -> None:
         self.gate = threading.Semaphore(0)
         self.started = threading.Event()
+        self.entered: list[list[int]] = []  # calls that began, in order
         self.batches: list[list[int]] = []
         self.fail_when = fail_when  # a batch holding audio of this length raises
 
     def transcribe_batch(self, audios: Sequence[Samples], options: DecodeOptions) -> list[Decoded]:
+        self.entered.append([len(a) for a in audios])
         self.started.set()
         self.gate.acquire()
         self.batches.append([len(a) for a in audios])

@@ -27,7 +27,8 @@ const PLAIN_WORDS = {
     "This session reached the server's length limit. Your captions so far are kept; press Start to go on.",
   idle_timeout: "No sound reached the server for a while, so it ended the session. Press Start to go on.",
   overloaded: "The server could not keep up with the audio. Your captions so far are kept; try again shortly.",
-  unauthorized: "This page needs a valid access key: open it with ?token=YOUR_KEY in the address.",
+  unauthorized: "This server needs a valid access key: open the page with ?token=YOUR_KEY in the address.",
+  origin_not_allowed: "This server does not accept connections from this web page.",
   internal_error: "The server failed while transcribing. Your captions so far are kept; press Start to try again.",
 };
 
@@ -122,9 +123,11 @@ class Recorder {
     this.node.port.onmessage = (event) => {
       if (event.data === "flushed") {
         this.flushed = true;
+        source.disconnect();
         if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "end" }));
         return;
       }
+      if (this.flushed) return; // nothing may follow "end"
       secondsSent += event.data.byteLength / 2 / 16000;
       if (ws.readyState === WebSocket.OPEN) ws.send(event.data);
       else if (ws.readyState === WebSocket.CONNECTING) queued.push(event.data);
@@ -223,9 +226,19 @@ async function toggle() {
 async function loadInfo() {
   try {
     const page = new URL(window.location.href);
-    const info = await fetch(new URL("/v1/info", page), {
-      headers: page.searchParams.get("token") ? { Authorization: `Bearer ${page.searchParams.get("token")}` } : {},
-    }).then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))));
+    const token = page.searchParams.get("token");
+    const response = await fetch(new URL("/v1/info", page), {
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+    });
+    if (response.status === 401 || response.status === 403) {
+      const body = await response.json();
+      setStatus("Not allowed.");
+      showAlert(plainWords(body.error));
+      ui.button.disabled = true;
+      return;
+    }
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const info = await response.json();
     ui.model.textContent = info.model;
     ui.language.replaceChildren();
     const choices = info.multilingual ? ["auto", ...info.languages] : ["en"];

@@ -57,6 +57,26 @@ class Window:
     recording: Recording
     reference: list[list[Any]]  # [text, start, end] of the reference utterances inside it
     text: str
+    encoding: str = "pcm_s16le"
+    params: dict[str, str] | None = None
+
+
+def call_window(name: str) -> Window:
+    """A two-channel call, one speaker per channel, sent as G.711 mu-law with multichannel=true;
+    its reference is both channels' exact segments in start order."""
+    entry = next(
+        json.loads(line)
+        for line in (DATA / "manifest.jsonl").read_text().splitlines()
+        if json.loads(line)["audio"] == name
+    )
+    segments = sorted((s for channel in entry["channel_segments"] for s in channel), key=lambda s: s[1])
+    return Window(
+        read_audio(DATA / name),
+        segments,
+        " ".join(s[0] for s in segments),
+        encoding="mulaw",
+        params={"multichannel": "true"},
+    )
 
 
 def window(seconds: float) -> Window:
@@ -118,7 +138,9 @@ async def run_level(url: str, clip: Window, n: int) -> list[tuple[StreamResult, 
     async def one(i: int) -> tuple[StreamResult, dict[float, float]]:
         await asyncio.sleep(STAGGER * i / n)
         sent_at: dict[float, float] = {}
-        result = await stream_file(url, clip.recording, realtime=True, sent_at=sent_at)
+        result = await stream_file(
+            url, clip.recording, realtime=True, sent_at=sent_at, encoding=clip.encoding, params=clip.params
+        )
         return result, sent_at
 
     return await asyncio.gather(*(one(i) for i in range(n)))
@@ -220,12 +242,15 @@ def main() -> None:
     )
     parser.add_argument("--levels", default="1,2,4,8,12,16")
     parser.add_argument("--seconds", type=float, default=90.0, help="audio per stream")
+    parser.add_argument(
+        "--call", default=None, help="stream this two-channel call instead (stereo/call_1_8k.flac)"
+    )
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--server-args", default="", help="more flags for the server")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "capacity.json")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the curve")
     args = parser.parse_args()
-    clip = window(args.seconds)
+    clip = call_window(args.call) if args.call else window(args.seconds)
     port = free_port()
     flags = ["--model", args.model, "--max-sessions", "256", *shlex.split(args.server_args)]
     server = serve_process(port, *flags, cwd=str(ROOT))
@@ -245,6 +270,7 @@ def main() -> None:
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "model": args.model,
+        "audio": args.call or FILE,
         "server_args": " ".join(flags),
         "audio_seconds_per_stream": clip.recording.duration,
         "levels": levels,

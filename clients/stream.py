@@ -2,7 +2,7 @@
 
     python -m clients.stream recording.mp3                      # as fast as possible
     python -m clients.stream call.wav --realtime --out final.json
-    python -m clients.stream call.flac --encoding mulaw         # send G.711 mu-law
+    python -m clients.stream call.flac --encoding mulaw         # send G.711 mu-law (or alaw)
 
 Any format and rate PyAV can decode (wav, flac, mp3, ogg, ...; 8 kHz and stereo included) is
 sent at its own rate and channel count; the server resamples and downmixes. The partial
@@ -78,6 +78,10 @@ def encode(samples: npt.NDArray[np.float32], encoding: str) -> bytes:
         from streaming.audio import encode_mulaw
 
         return encode_mulaw(flat.astype(np.float32))
+    if encoding == "alaw":
+        from streaming.audio import encode_alaw
+
+        return encode_alaw(flat.astype(np.float32))
     raise ValueError(f"unknown encoding {encoding!r}")
 
 
@@ -184,13 +188,15 @@ class Printer:
     def __call__(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "partial" and self._tty:
-            text = message["segment"]["text"]
-            self._out.write("\r\033[K\033[2m" + text[-150:] + "\033[0m")
+            segment = message["segment"]
+            who = f"{segment['speaker']}: " if segment.get("speaker") else ""
+            self._out.write("\r\033[K\033[2m" + who + segment["text"][-150:] + "\033[0m")
             self._partial_shown = True
         elif kind == "segment":
             self._clear()
             s = message["segment"]
-            self._out.write(f"[{s['start']:8.2f} - {s['end']:8.2f}] {s['text']}\n")
+            who = f"{s['speaker']}: " if s.get("speaker") else ""
+            self._out.write(f"[{s['start']:8.2f} - {s['end']:8.2f}] {who}{s['text']}\n")
         elif kind == "error":
             self._clear()
             self._out.write(f"error: {message['code']}: {message['message']}\n")
@@ -206,13 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients.stream", description=__doc__.split("\n")[0])
     parser.add_argument("file", help="audio file to stream (wav, flac, mp3, ogg, ...)")
     parser.add_argument("--url", default="ws://127.0.0.1:8000/v1/stream")
-    parser.add_argument("--encoding", default="pcm_s16le", choices=("pcm_s16le", "pcm_f32le", "mulaw"))
+    parser.add_argument(
+        "--encoding", default="pcm_s16le", choices=("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
+    )
     parser.add_argument("--realtime", action="store_true", help="pace the audio in real time")
     parser.add_argument("--language", default=None)
     parser.add_argument("--task", default=None, choices=("transcribe", "translate"))
     parser.add_argument("--prompt", default=None)
     parser.add_argument("--hotwords", default=None)
     parser.add_argument("--no-interim", action="store_true", help="ask for no partial results")
+    parser.add_argument(
+        "--multichannel", action="store_true", help="one speaker per channel (call recordings), not a downmix"
+    )
+    parser.add_argument("--speakers", default=None, help="names of the channels' speakers: agent,customer")
     parser.add_argument("--out", type=Path, help="write the final JSON here")
     parser.add_argument("--srt", type=Path, help="write the captions as SubRip here")
     parser.add_argument("--vtt", type=Path, help="write the captions as WebVTT here")
@@ -230,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.no_interim:
         params["interim_results"] = "false"
+    if args.multichannel:
+        params["multichannel"] = "true"
+    if args.speakers:
+        params["speakers"] = args.speakers
     try:
         recording = read_audio(args.file)
     except Exception as exc:

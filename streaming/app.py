@@ -47,6 +47,7 @@ from streaming.models import resolve_model
 from streaming.scheduler import Scheduler
 from streaming.session import Phase, Session, SessionSettings
 from streaming.transport import StreamConnection, refuse
+from streaming.twilio import TwilioSession, twilio_stream_config
 from streaming.vad import Scorer, Segmenter, SileroVad, VadParams, configure_torch
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class Services:
     config: Config
     clock: Clock
     make_scorer: ScorerFactory
+    gate: Gate = field(default_factory=lambda: Gate((), ()))
     engine: Engine | None = None
     scheduler: Scheduler | None = None
     load_error: str | None = None
@@ -161,6 +163,8 @@ def create_app(
     """The service. Factories are injectable so tests can run it with scripted parts."""
     config = config.sized_for(resolve_device(config.device), os.cpu_count() or 1)
     make_engine = engine_factory or whisper_factory(config)
+    keys = [*config.api_key, *(read_key_file(config.api_key_file) if config.api_key_file else [])]
+    gate = Gate(keys, config.allowed_origins)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -170,6 +174,7 @@ def create_app(
             clock=clock or MonotonicClock(),
             make_scorer=scorer_factory or SileroVad().scorer,
             lifecycle=lifecycle or Lifecycle(),
+            gate=gate,
         )
 
         async def load() -> None:
@@ -204,12 +209,11 @@ def create_app(
             if found.scheduler is not None:
                 await found.scheduler.stop()
 
-    keys = [*config.api_key, *(read_key_file(config.api_key_file) if config.api_key_file else [])]
-    gate = Gate(keys, config.allowed_origins)
     return Starlette(
         middleware=[Middleware(GateMiddleware, gate=gate)],
         routes=[
             WebSocketRoute("/v1/stream", stream_endpoint),
+            WebSocketRoute("/v1/twilio", twilio_endpoint),
             Route("/predict", predict_endpoint, methods=["POST"]),
             Route("/healthcheck", healthcheck_endpoint, methods=["GET"]),
             Route("/ready", ready_endpoint, methods=["GET"]),
@@ -229,7 +233,7 @@ def _new_session(found: Services, stream: StreamConfig) -> Session:
         session_id=session_id,
         stream=stream,
         settings=SessionSettings.from_config(found.config, found.engine.name),
-        segmenter=Segmenter(found.make_scorer(), VadParams.from_config(found.config)),
+        new_segmenter=lambda: Segmenter(found.make_scorer(), VadParams.from_config(found.config)),
         clock=found.clock,
     )
 
@@ -240,16 +244,57 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         await found.refuse(websocket, NotReady("the model is still loading; retry in a few seconds"))
         return
     assert found.engine is not None
-    assert found.scheduler is not None
     try:
         stream = parse_stream_config(
             dict(websocket.query_params),
             multilingual=found.engine.multilingual,
             languages=found.engine.languages,
+            max_speakers=found.config.max_speakers,
         )
     except InvalidParameter as exc:
         await found.refuse(websocket, exc)
         return
+    await _serve(websocket, found, lambda: _new_session(found, stream))
+
+
+async def twilio_endpoint(websocket: WebSocket) -> None:
+    """Twilio Media Streams: the call's inbound and outbound tracks as two speakers."""
+    found = services(websocket)
+    if not found.ready:
+        await found.refuse(websocket, NotReady("the model is still loading; retry in a few seconds"))
+        return
+    assert found.engine is not None
+    engine = found.engine
+    try:
+        speakers = tuple(
+            s.strip() for s in websocket.query_params.get("speakers", "").split(",") if s.strip()
+        )
+        twilio_stream_config(speakers)  # validated like a stream's
+        if speakers and len(speakers) != 2:
+            raise InvalidParameter("speakers names the inbound and the outbound track's speaker: two names")
+    except InvalidParameter as exc:
+        await found.refuse(websocket, exc)
+        return
+    # Twilio's <Stream> URL carries no query string: a key may come as a custom parameter of
+    # the start event instead of at the handshake.
+    key_check = None if found.gate.check(websocket) is None else found.gate.allows_key
+
+    def session() -> Session:
+        return TwilioSession(
+            session_id=uuid.uuid4().hex[:12],
+            settings=SessionSettings.from_config(found.config, engine.name),
+            new_segmenter=lambda: Segmenter(found.make_scorer(), VadParams.from_config(found.config)),
+            clock=found.clock,
+            speakers=speakers,
+            key_check=key_check,
+        )
+
+    await _serve(websocket, found, session)
+
+
+async def _serve(websocket: WebSocket, found: Services, new_session: Callable[[], Session]) -> None:
+    """Admit a stream (or refuse it: draining, full) and run it to its close."""
+    assert found.scheduler is not None
     lifecycle = found.lifecycle
     if lifecycle.draining:
         await found.refuse(websocket, ShuttingDown("the server is shutting down; connect to another"))
@@ -262,10 +307,10 @@ async def stream_endpoint(websocket: WebSocket) -> None:
             ),
         )
         return
-    session = _new_session(found, stream)
+    session = new_session()
     lifecycle.opened(session.id)
     try:
-        logger.info("session %s opened: %s", session.id, stream)
+        logger.info("session %s opened: %s", session.id, session.stream)
         await websocket.accept()
         await StreamConnection(websocket, session, found.scheduler, found.clock, stop=lifecycle.stop).run()
     finally:

@@ -35,12 +35,21 @@ def _g711_table(decode: str) -> Samples:
 
 
 MULAW_TABLE = _g711_table("ulaw2lin")
+ALAW_TABLE = _g711_table("alaw2lin")
+
+
+def _to_pcm(samples: Samples) -> bytes:
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
 def encode_mulaw(samples: Samples) -> bytes:
     """Float samples in [-1, 1] to G.711 mu-law bytes (for clients and tests)."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    return bytes(audioop.lin2ulaw(pcm, 2))
+    return bytes(audioop.lin2ulaw(_to_pcm(samples), 2))
+
+
+def encode_alaw(samples: Samples) -> bytes:
+    """Float samples in [-1, 1] to G.711 A-law bytes (for clients and tests)."""
+    return bytes(audioop.lin2alaw(_to_pcm(samples), 2))
 
 
 def decode_samples(data: bytes, encoding: str) -> Samples:
@@ -55,19 +64,23 @@ def decode_samples(data: bytes, encoding: str) -> Samples:
         return np.clip(samples, -1.0, 1.0, out=samples)
     if encoding == "mulaw":
         return MULAW_TABLE[np.frombuffer(data, dtype=np.uint8)]
+    if encoding == "alaw":
+        return ALAW_TABLE[np.frombuffer(data, dtype=np.uint8)]
     raise ValueError(f"unknown encoding {encoding!r}")
 
 
 class StreamDecoder:
-    """Decodes one stream's bytes, incrementally, to 16 kHz mono float32."""
+    """Decodes one stream's bytes, incrementally, to 16 kHz float32: mono (channels downmixed),
+    or for a ``multichannel`` stream one column per channel."""
 
     def __init__(self, config: StreamConfig) -> None:
         self._config = config
         self._pending = b""
+        self._kept = config.channels if config.multichannel else 1
         self._resampler: soxr.ResampleStream | None = None
         if config.sample_rate != MODEL_SAMPLE_RATE:
             self._resampler = soxr.ResampleStream(
-                config.sample_rate, MODEL_SAMPLE_RATE, 1, dtype="float32", quality="HQ"
+                config.sample_rate, MODEL_SAMPLE_RATE, self._kept, dtype="float32", quality="HQ"
             )
 
     @property
@@ -92,7 +105,9 @@ class StreamDecoder:
 
     def _convert(self, samples: Samples, *, last: bool) -> Samples:
         channels = self._config.channels
-        if channels > 1:
+        if self._kept > 1:
+            samples = samples.reshape(-1, channels)
+        elif channels > 1:
             samples = samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
         if self._resampler is None:
             return samples

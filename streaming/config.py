@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 
 from streaming.errors import InvalidParameter
 
-Encoding = Literal["pcm_s16le", "pcm_f32le", "mulaw"]
+Encoding = Literal["pcm_s16le", "pcm_f32le", "mulaw", "alaw"]
 Task = Literal["transcribe", "translate"]
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -126,6 +126,9 @@ class Config:
         "(4 per CPU core, 64 on CUDA)",
     )
     max_frame_bytes: int = _opt(1 << 20, "largest websocket frame a client may send")
+    max_speakers: int = _opt(
+        2, "most channels of a multichannel stream (one speaker each, each transcribed on its own)"
+    )
     max_session_seconds: float = _opt(4 * 3600.0, "longest stream, in seconds of audio")
     max_buffered_seconds: float = _opt(
         60.0, "audio a session may hold waiting for the model before it is told overloaded"
@@ -160,6 +163,7 @@ class Config:
             (self.workers >= 0, "workers must be >= 0"),
             (10.0 <= self.encoder_window <= 30.0, "encoder_window must be in [10, 30] seconds"),
             (self.max_frame_bytes >= 1024, "max_frame_bytes must be >= 1024"),
+            (2 <= self.max_speakers <= MAX_CHANNELS, f"max_speakers must be in [2, {MAX_CHANNELS}]"),
             (self.max_session_seconds > 0, "max_session_seconds must be > 0"),
             (
                 self.max_buffered_seconds >= self.max_utterance,
@@ -209,10 +213,18 @@ class StreamConfig:
     interim_results: bool = True
     prompt: str = ""
     hotwords: str = ""
+    # One speaker per channel (call-center feeds): each channel is transcribed on its own.
+    multichannel: bool = False
+    speakers: tuple[str, ...] = ()
+
+    @property
+    def speaker_labels(self) -> tuple[str, ...]:
+        """The label of each channel's speaker: as given, or ``channel_0``, ``channel_1``..."""
+        return self.speakers or tuple(f"channel_{i}" for i in range(self.channels))
 
     @property
     def bytes_per_sample(self) -> int:
-        return {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}[self.encoding]
+        return {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}[self.encoding]
 
     @property
     def frame_bytes(self) -> int:
@@ -229,7 +241,10 @@ STREAM_PARAMETERS = (
     "interim_results",
     "prompt",
     "hotwords",
+    "multichannel",
+    "speakers",
 )
+MAX_SPEAKER_LABEL = 40
 MAX_CHANNELS = 8
 MAX_TEXT_PARAMETER = 1000
 
@@ -254,12 +269,17 @@ def _parse_int(name: str, value: str, low: int, high: int) -> int:
 
 
 def parse_stream_config(
-    query: Mapping[str, str], *, multilingual: bool, languages: frozenset[str] = frozenset()
+    query: Mapping[str, str],
+    *,
+    multilingual: bool,
+    languages: frozenset[str] = frozenset(),
+    max_speakers: int = 2,
 ) -> StreamConfig:
     """Parse and validate the query parameters of a stream.
 
     ``multilingual`` says whether the loaded model can detect a language or translate;
-    ``languages`` lists the codes it knows (empty: not checked).
+    ``languages`` lists the codes it knows (empty: not checked); ``max_speakers`` is the most
+    channels a ``multichannel`` stream may have.
     Raises :class:`InvalidParameter` naming the first bad parameter.
     """
     unknown = sorted(set(query) - set(STREAM_PARAMETERS) - {"token"})
@@ -305,4 +325,33 @@ def parse_stream_config(
             if len(query[name]) > MAX_TEXT_PARAMETER:
                 raise InvalidParameter(f"{name} must be at most {MAX_TEXT_PARAMETER} characters")
             values[name] = query[name]
+    if "multichannel" in query:
+        values["multichannel"] = _parse_bool("multichannel", query["multichannel"])
+    if "speakers" in query:
+        values["speakers"] = _parse_speakers(query["speakers"])
+    channels = values.get("channels", 1)
+    if values.get("multichannel"):
+        if not 2 <= channels <= max_speakers:
+            raise InvalidParameter(
+                f"multichannel needs channels between 2 and {max_speakers} (one speaker each), got {channels}"
+            )
+        if values.get("speakers") and len(values["speakers"]) != channels:
+            raise InvalidParameter(
+                f"speakers names {len(values['speakers'])} speakers for {channels} channels; "
+                "name one per channel"
+            )
+    elif "speakers" in query:
+        raise InvalidParameter("speakers needs multichannel=true")
     return StreamConfig(**values)
+
+
+def _parse_speakers(value: str) -> tuple[str, ...]:
+    labels = tuple(label.strip() for label in value.split(","))
+    if any(not label or len(label) > MAX_SPEAKER_LABEL for label in labels):
+        raise InvalidParameter(
+            f"speakers must be comma-separated names of 1 to {MAX_SPEAKER_LABEL} characters, "
+            f"got {value[:100]!r}"
+        )
+    if len(set(labels)) != len(labels):
+        raise InvalidParameter(f"speakers must be different names, got {value[:100]!r}")
+    return labels

@@ -93,7 +93,7 @@ class DecodeQueue(Generic[T]):
         self.max_finals = max_finals
         self.partial_max_age = partial_max_age
         self._finals: deque[Waiting[T]] = deque()
-        self._partials: OrderedDict[str, Waiting[T]] = OrderedDict()
+        self._partials: OrderedDict[tuple[str, int], Waiting[T]] = OrderedDict()
         self.stats = SchedulerStats()
 
     def __len__(self) -> int:
@@ -108,11 +108,11 @@ class DecodeQueue(Generic[T]):
                 raise Overloaded("the server's transcription queue is full; retry later")
             self._finals.append(waiting)
         else:
-            older = self._partials.pop(job.session_id, None)
+            older = self._partials.pop(job.stream_key, None)
             if older is not None:
                 self.stats.partials_superseded += 1
                 superseded.append(older.token)
-            self._partials[job.session_id] = waiting
+            self._partials[job.stream_key] = waiting
         self._count()
         return superseded
 
@@ -125,7 +125,7 @@ class DecodeQueue(Generic[T]):
             queue = deque(sorted(self._partials.values(), key=lambda w: w.job.stale_since))
             batch = _take_alike(queue, self.partial_batch_size)
             for waiting in batch:
-                del self._partials[waiting.job.session_id]
+                del self._partials[waiting.job.stream_key]
         self._count()
         return batch, shed
 

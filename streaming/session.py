@@ -19,9 +19,12 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
+
+import numpy as np
 
 from streaming import messages
 from streaming.audio import Samples, StreamDecoder
@@ -70,6 +73,12 @@ class Job:
     # Clock time since which the stream's captions show nothing newer: the last partial sent,
     # or the end of the previous utterance. Under load, the stalest partial is decoded first.
     stale_since: float = 0.0
+    track: int = 0  # which channel of a multichannel stream
+
+    @property
+    def stream_key(self) -> tuple[str, int]:
+        """One waiting partial per (session, channel)."""
+        return (self.session_id, self.track)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,41 @@ class SessionSettings:
         )
 
 
+class Track:
+    """One channel's utterances: its VAD, its prompt context, the utterances waiting for the
+    model, and the final and partial being decoded. A mono stream has one track; a
+    multichannel stream has one per channel, each its own speaker."""
+
+    def __init__(
+        self, index: int, speaker: str | None, segmenter: Segmenter, context: PromptContext, now: float
+    ) -> None:
+        self.index = index
+        self.speaker = speaker
+        self.segmenter = segmenter
+        self.context = context
+        self.waiting: deque[tuple[int, Utterance]] = deque()  # closed, not yet decoding
+        self.in_flight: tuple[Job, Utterance] | None = None  # the final being decoded
+        self.partial: Job | None = None  # the partial being decoded
+        self.utterance = 0  # index of the open (or next) utterance
+        self.last_partial_at = now
+        self.last_partial_size = 0
+        self.shown_at = now
+
+    @property
+    def busy(self) -> bool:
+        """Utterances wait for, or are in, a final decode."""
+        return self.in_flight is not None or bool(self.waiting)
+
+    def waiting_samples(self) -> int:
+        in_flight = len(self.in_flight[1].audio) if self.in_flight else 0
+        return in_flight + sum(len(u.audio) for _, u in self.waiting)
+
+    def clear(self) -> None:
+        self.waiting.clear()
+        self.in_flight = None
+        self.partial = None
+
+
 class Session:
     """One client's stream."""
 
@@ -114,7 +158,7 @@ class Session:
         session_id: str,
         stream: StreamConfig,
         settings: SessionSettings,
-        segmenter: Segmenter,
+        new_segmenter: Callable[[], Segmenter],
         clock: Clock,
     ) -> None:
         self.id = session_id
@@ -125,21 +169,22 @@ class Session:
         self.error: StreamingError | None = None
         self._clock = clock
         self._decoder = StreamDecoder(stream)
-        self._segmenter = segmenter
-        self._context = PromptContext(
-            enabled=settings.condition_on_previous_text, max_chars=settings.prompt_chars
-        )
+        now = clock.now()
+        speakers: list[str | None] = list(stream.speaker_labels) if stream.multichannel else [None]
+        self._tracks = [
+            Track(
+                i,
+                speaker,
+                new_segmenter(),
+                PromptContext(enabled=settings.condition_on_previous_text, max_chars=settings.prompt_chars),
+                now,
+            )
+            for i, speaker in enumerate(speakers)
+        ]
         self._tickets = itertools.count(1)
         self._outbox: list[messages.ServerMessage] = []
         self._jobs: list[Job] = []
-        self._waiting: deque[tuple[int, Utterance]] = deque()  # closed, not yet decoding
-        self._in_flight: tuple[Job, Utterance] | None = None  # the final being decoded
-        self._partial: Job | None = None  # the partial being decoded
-        self._utterance = 0  # index of the open (or next) utterance
-        self._last_partial_at = clock.now()
-        self._last_partial_size = 0
-        self._shown_at = clock.now()
-        self._last_activity = clock.now()
+        self._last_activity = now
         self._told_ended = False
         self._transcripts: list[Transcript] = []
         self._model_seconds = 0.0
@@ -172,7 +217,8 @@ class Session:
             case messages.Finalize():
                 if self._expect_open("finalize"):
                     self._last_activity = self._clock.now()
-                    self._close_utterance(self._segmenter.cut())
+                    for track in self._tracks:
+                        self._close_utterance(track, track.segmenter.cut())
                     self._dispatch()
             case messages.EndOfStream():
                 if self._expect_open("end"):
@@ -180,29 +226,35 @@ class Session:
 
     def receive_result(self, ticket: int, decoded: Decoded) -> None:
         """The result of the job with this ticket."""
-        if self._partial is not None and self._partial.ticket == ticket:
-            self._on_partial(self._partial, decoded)
-            self._partial = None
-        elif self._in_flight is not None and self._in_flight[0].ticket == ticket:
-            _, utterance = self._in_flight
-            self._in_flight = None
-            self._last_activity = max(self._last_activity, self._clock.now())
-            self._on_final(utterance, decoded)
+        for track in self._tracks:
+            if track.partial is not None and track.partial.ticket == ticket:
+                self._on_partial(track, track.partial, decoded)
+                track.partial = None
+            elif track.in_flight is not None and track.in_flight[0].ticket == ticket:
+                _, utterance = track.in_flight
+                track.in_flight = None
+                self._last_activity = max(self._last_activity, self._clock.now())
+                self._on_final(track, utterance, decoded)
         self._dispatch()
 
     def receive_failure(self, ticket: int, reason: str) -> None:
-        """The job with this ticket could not be decoded (model error)."""
-        if self._partial is not None and self._partial.ticket == ticket:
-            self._partial = None  # partials are best effort
-            self._dispatch()
+        """The job with this ticket could not be decoded (model error): a partial is skipped; a
+        final's utterance is lost, and the stream ends with ``internal_error`` once the rest of
+        what it received is transcribed."""
+        for track in self._tracks:
+            if track.partial is not None and track.partial.ticket == ticket:
+                track.partial = None  # partials are best effort
+                self._dispatch()
+                return
+        failed = next((t for t in self._tracks if t.in_flight and t.in_flight[0].ticket == ticket), None)
+        if failed is None:
             return
-        if self._in_flight is None or self._in_flight[0].ticket != ticket:
-            return
-        self._in_flight = None
-        self._waiting.clear()
-        self._fail(InternalError(f"transcription failed ({reason}); the stream cannot go on"))
-        if self.phase is not Phase.CLOSED:  # _fail may have closed it already
-            self._close_now()
+        failed.in_flight = None
+        # This utterance is lost; the stream ends, but what else was received is still
+        # transcribed (a poisoned item fails alone: the scheduler retries batches one by one).
+        if not isinstance(self.error, InternalError):
+            self._fail(InternalError(f"transcription failed ({reason}); the stream cannot go on"))
+        self._dispatch()
 
     def tick(self) -> None:
         """Let time pass: idle timeout and partial cadence. Call it at :meth:`next_deadline`."""
@@ -239,9 +291,8 @@ class Session:
 
     def client_gone(self) -> None:
         """The client disconnected: nothing more can be sent, so stop all work."""
-        self._waiting.clear()
-        self._in_flight = None
-        self._partial = None
+        for track in self._tracks:
+            track.clear()
         self._jobs.clear()
         self.phase = Phase.CLOSED
         self.close_code = self.close_code or 1001
@@ -261,32 +312,33 @@ class Session:
         if self.phase is not Phase.OPEN:
             return None
         deadline = self._idle_deadline()
-        if self._partial_ready():
-            deadline = min(deadline, self._last_partial_at + self.settings.partial_interval)
+        for track in self._tracks:
+            if self._partial_ready(track):
+                deadline = min(deadline, track.last_partial_at + self.settings.partial_interval)
         return deadline
 
-    def _partial_ready(self) -> bool:
+    def _partial_ready(self, track: Track) -> bool:
         """A partial would be worth a decode now, cadence aside: there is new audio to hear."""
-        if self.phase is not Phase.OPEN or not self._wants_partials() or self._partial is not None:
+        if self.phase is not Phase.OPEN or not self._wants_partials() or track.partial is not None:
             return False
-        if self._segmenter.trailing_silence:
+        if track.segmenter.trailing_silence:
             # A pause adds no words, and the utterance's final may be due any moment: keep the
             # worker free for it.
             return False
-        growing = self._segmenter.open_samples
-        return growing > 0 and growing >= self._last_partial_size + MIN_PARTIAL_GROWTH
+        growing = track.segmenter.open_samples
+        return growing > 0 and growing >= track.last_partial_size + MIN_PARTIAL_GROWTH
 
     def _idle_deadline(self) -> float:
         """Idle means the client sent nothing while we had nothing to do: while a backlog is
         transcribed the transport holds reads back, so that silence is ours, not the client's."""
-        if self._in_flight is not None or self._waiting:
+        if any(track.busy for track in self._tracks):
             return self._clock.now() + self.settings.idle_timeout
         return self._last_activity + self.settings.idle_timeout
 
     @property
     def waiting_seconds(self) -> float:
-        """Closed utterances not yet transcribed, in seconds of audio."""
-        return self._waiting_samples() / SAMPLE_RATE
+        """Closed utterances not yet transcribed, in seconds of audio (over every channel)."""
+        return sum(track.waiting_samples() for track in self._tracks) / SAMPLE_RATE
 
     # ------------------------------------------------------------------ audio
 
@@ -299,7 +351,7 @@ class Session:
         except StreamingError as exc:
             self._fail(exc)
             return
-        room = self._max_samples - self._segmenter.received
+        room = self._max_samples - max(track.segmenter.received for track in self._tracks)
         too_long = len(samples) > room
         if too_long:
             samples = samples[: max(room, 0)]
@@ -322,58 +374,64 @@ class Session:
         self._dispatch()
 
     def _push(self, samples: Samples) -> None:
-        for utterance in self._segmenter.push(samples):
-            self._close_utterance(utterance)
+        """Decoded audio: one column per channel of a multichannel stream, else mono."""
+        if samples.ndim == 1:
+            self._push_track(self._tracks[0], samples)
+            return
+        for track in self._tracks:
+            self._push_track(track, np.ascontiguousarray(samples[:, track.index]))
 
-    def _close_utterance(self, utterance: Utterance | None) -> None:
+    def _push_track(self, track: Track, samples: Samples) -> None:
+        for utterance in track.segmenter.push(samples):
+            self._close_utterance(track, utterance)
+
+    def _close_utterance(self, track: Track, utterance: Utterance | None) -> None:
         if utterance is None:
             return
-        self._waiting.append((self._utterance, utterance))
-        self._utterance += 1
-        self._last_partial_size = 0
-        self._shown_at = self._clock.now()
+        track.waiting.append((track.utterance, utterance))
+        track.utterance += 1
+        track.last_partial_size = 0
+        track.shown_at = self._clock.now()
 
     def _buffered_samples(self) -> int:
-        return self._waiting_samples() + self._segmenter.open_samples
-
-    def _waiting_samples(self) -> int:
-        in_flight = len(self._in_flight[1].audio) if self._in_flight else 0
-        return in_flight + sum(len(u.audio) for _, u in self._waiting)
+        return sum(t.waiting_samples() + t.segmenter.open_samples for t in self._tracks)
 
     # ------------------------------------------------------------------ decoding
 
-    def _options(self, *, partial: bool) -> DecodeOptions:
+    def _options(self, track: Track, *, partial: bool) -> DecodeOptions:
         return DecodeOptions(
             language=self.stream.language,
             task=self.stream.task,
             beam_size=self.settings.partial_beam_size if partial else self.settings.beam_size,
             word_timestamps=not partial,
-            prompt=self._context.prompt(self.stream.prompt),
+            prompt=track.context.prompt(self.stream.prompt),
             hotwords=self.stream.hotwords or None,
             temperature_fallback=not partial,
         )
 
     def _dispatch(self) -> None:
-        """Ask for the decodes that are due: finals one at a time and in order (each is
-        prompted with the text of the one before), partials when the cadence says so."""
+        """Ask for the decodes that are due: per channel, finals one at a time and in order
+        (each is prompted with the text of the one before), partials when the cadence says so."""
         if self.phase is Phase.CLOSED:
             return
-        if self._in_flight is None and self._waiting:
-            index, utterance = self._waiting.popleft()
-            self._in_flight = (self._job("final", utterance, index), utterance)
-        self._maybe_partial()
+        for track in self._tracks:
+            if track.in_flight is None and track.waiting:
+                index, utterance = track.waiting.popleft()
+                track.in_flight = (self._job(track, "final", utterance, index), utterance)
+            self._maybe_partial(track)
         self._maybe_final()
 
-    def _job(self, kind: JobKind, utterance: Utterance, index: int) -> Job:
+    def _job(self, track: Track, kind: JobKind, utterance: Utterance, index: int) -> Job:
         job = Job(
             ticket=next(self._tickets),
             kind=kind,
             session_id=self.id,
             audio=utterance.audio,
-            options=self._options(partial=kind == "partial"),
+            options=self._options(track, partial=kind == "partial"),
             utterance=index,
             start=utterance.start,
-            stale_since=self._shown_at,
+            stale_since=track.shown_at,
+            track=track.index,
         )
         self._jobs.append(job)
         return job
@@ -381,25 +439,26 @@ class Session:
     def _wants_partials(self) -> bool:
         return self.stream.interim_results and self.settings.partial_interval > 0
 
-    def _maybe_partial(self) -> None:
+    def _maybe_partial(self, track: Track) -> None:
         now = self._clock.now()
-        if not self._partial_ready() or now < self._last_partial_at + self.settings.partial_interval:
+        if not self._partial_ready(track) or now < track.last_partial_at + self.settings.partial_interval:
             return
-        current = self._segmenter.current()
+        current = track.segmenter.current()
         assert current is not None
-        self._last_partial_at = now
-        self._last_partial_size = len(current.audio)
-        self._partial = self._job("partial", current, self._utterance)
+        track.last_partial_at = now
+        track.last_partial_size = len(current.audio)
+        track.partial = self._job(track, "partial", current, track.utterance)
 
-    def _on_partial(self, job: Job, decoded: Decoded) -> None:
-        if self.phase is not Phase.OPEN or job.utterance != self._utterance or not decoded.text:
+    def _on_partial(self, track: Track, job: Job, decoded: Decoded) -> None:
+        if self.phase is not Phase.OPEN or job.utterance != track.utterance or not decoded.text:
             return  # the utterance closed meanwhile: its segment supersedes this
-        self._shown_at = self._clock.now()
-        self._outbox.append(
-            messages.partial(Transcript(start=job.start, end=job.start + len(job.audio), text=decoded.text))
+        track.shown_at = self._clock.now()
+        transcript = Transcript(
+            start=job.start, end=job.start + len(job.audio), text=decoded.text, speaker=track.speaker
         )
+        self._outbox.append(messages.partial(transcript))
 
-    def _on_final(self, utterance: Utterance, decoded: Decoded) -> None:
+    def _on_final(self, track: Track, utterance: Utterance, decoded: Decoded) -> None:
         self._model_seconds += decoded.seconds
         speech = [
             ((lo - utterance.start) / SAMPLE_RATE, (hi - utterance.start) / SAMPLE_RATE)
@@ -418,9 +477,11 @@ class Session:
             )
             for w in kept
         )
-        transcript = Transcript(start=utterance.start, end=utterance.end, text=text, words=words)
+        transcript = Transcript(
+            start=utterance.start, end=utterance.end, text=text, words=words, speaker=track.speaker
+        )
         self._transcripts.append(transcript)
-        self._context.add(text)
+        track.context.add(text)
         self._outbox.append(messages.segment(transcript))
 
     # ------------------------------------------------------------------ ending
@@ -470,11 +531,12 @@ class Session:
             self._report(exc)
         self.phase = Phase.ENDING
         self._push(self._decoder.flush())
-        self._close_utterance(self._segmenter.cut())
+        for track in self._tracks:
+            self._close_utterance(track, track.segmenter.cut())
         self._dispatch()
 
     def _maybe_final(self) -> None:
-        if self.phase is Phase.ENDING and not self._waiting and self._in_flight is None:
+        if self.phase is Phase.ENDING and not any(track.busy for track in self._tracks):
             self._close_now()
 
     def _close_now(self) -> None:
@@ -482,7 +544,8 @@ class Session:
         self.phase = Phase.CLOSED
         self.close_code = self.error.close_code if self.error else 1000
         self._jobs.clear()
-        self._partial = None
+        for track in self._tracks:
+            track.partial = None
 
     def _effective_config(self) -> dict[str, Any]:
         stream, settings = self.stream, self.settings
@@ -491,6 +554,8 @@ class Session:
             "encoding": stream.encoding,
             "sample_rate": stream.sample_rate,
             "channels": stream.channels,
+            "multichannel": stream.multichannel,
+            "speakers": list(stream.speaker_labels) if stream.multichannel else [],
             "language": stream.language or "auto",
             "task": stream.task,
             "interim_results": stream.interim_results and settings.partial_interval > 0,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
-from streaming.audio import MULAW_TABLE, StreamDecoder, decode_file, encode_mulaw
+from streaming.audio import StreamDecoder, decode_file, decode_samples, encode_alaw, encode_mulaw
 from streaming.config import StreamConfig
 from streaming.errors import InvalidAudio
 
@@ -37,10 +39,13 @@ def test_f32_with_nan_is_refused_and_leaves_no_trace() -> None:
     assert decoder.pending_bytes == 0
 
 
-def test_mulaw_round_trip_is_close() -> None:
+@pytest.mark.parametrize(("encoding", "encode"), [("mulaw", encode_mulaw), ("alaw", encode_alaw)])
+def test_g711_round_trip_is_close(encoding: str, encode: Any) -> None:
     samples = sine(8000, 0.5, 300)
-    decoded = MULAW_TABLE[np.frombuffer(encode_mulaw(samples), dtype=np.uint8)]
+    decoded = decode_samples(encode(samples), encoding)
     assert np.max(np.abs(decoded - samples)) < 0.02
+    # The two laws are different codes for the same sound.
+    assert encode_alaw(samples) != encode_mulaw(samples)
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])

@@ -98,3 +98,29 @@ def test_stream_parameters_parse() -> None:
     assert config.frame_bytes == 2
     assert config.language is None
     assert not config.interim_results
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"multichannel": "true"}, "channels between 2 and 2"),
+        ({"multichannel": "true", "channels": "3"}, "channels between 2 and 2"),
+        ({"multichannel": "true", "channels": "2", "speakers": "a"}, "one per channel"),
+        ({"multichannel": "true", "channels": "2", "speakers": "a,a"}, "different names"),
+        ({"multichannel": "true", "channels": "2", "speakers": "a,"}, "1 to 40 characters"),
+        ({"channels": "2", "speakers": "a,b"}, "needs multichannel=true"),
+        ({"multichannel": "maybe", "channels": "2"}, "true or false"),
+    ],
+)
+def test_multichannel_parameters_are_validated(query: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidParameter, match=message):
+        parse_stream_config(query, multilingual=False)
+
+
+def test_multichannel_speakers_default_to_channel_names() -> None:
+    stream = parse_stream_config({"multichannel": "true", "channels": "2"}, multilingual=False)
+    assert stream.speaker_labels == ("channel_0", "channel_1")
+    named = parse_stream_config(
+        {"multichannel": "true", "channels": "2", "speakers": "agent, customer"}, multilingual=False
+    )
+    assert named.speaker_labels == ("agent", "customer")

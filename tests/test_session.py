@@ -26,11 +26,12 @@ class Harness:
             session_id="s1",
             stream=stream or StreamConfig(encoding="pcm_f32le"),
             settings=SessionSettings.from_config(Config(**settings), model="scripted"),  # type: ignore[arg-type]
-            segmenter=Segmenter(LoudnessScorer(), TEST_VAD),
+            new_segmenter=lambda: Segmenter(LoudnessScorer(), TEST_VAD),
             clock=self.clock,
         )
         self.sent: list[ServerMessage] = []
         self.pending: list[Job] = []
+        self.engine_jobs: list[tuple[Job, str]] = []  # every job run, with its text
 
     def pump(self, run_jobs: bool = True) -> None:
         while True:
@@ -39,7 +40,9 @@ class Harness:
             if not (run_jobs and self.pending):
                 return
             job = self.pending.pop(0)
-            self.session.receive_result(job.ticket, self.engine.transcribe(job.audio, job.options))
+            decoded = self.engine.transcribe(job.audio, job.options)
+            self.engine_jobs.append((job, decoded.text))
+            self.session.receive_result(job.ticket, decoded)
 
     def audio(self, samples: np.ndarray, chunk_seconds: float = 0.1, run_jobs: bool = True) -> None:
         step = int(chunk_seconds * RATE)
@@ -232,11 +235,15 @@ def test_a_model_failure_ends_the_stream_with_internal_error() -> None:
     h = Harness(partial_interval=0)
     h.audio(np.concatenate([tone(0.5), silence(0.5), tone(0.5)]), run_jobs=False)
     [job] = h.pending
+    h.pending.clear()
     h.session.receive_failure(job.ticket, "scripted")
-    h.pump(run_jobs=False)
-    assert h.of_type("error")[0]["code"] == "internal_error"  # type: ignore[typeddict-item]
+    h.pump()  # the rest of what was received is still decoded
+    assert [e["code"] for e in h.of_type("error")] == ["internal_error"]  # type: ignore[typeddict-item]
     assert h.session.close_code == 1011
-    assert h.of_type("final")
+    [final] = h.of_type("final")
+    # The failed utterance is lost; the one after it is transcribed.
+    assert len(final["response"]["segments"]) == 1  # type: ignore[typeddict-item]
+    assert final["response"]["segments"][0]["start"] > 0.5  # type: ignore[typeddict-item]
 
 
 def test_words_outside_detected_speech_are_dropped() -> None:
@@ -264,3 +271,43 @@ def test_prompt_and_hotwords_reach_the_decoder() -> None:
     assert options.prompt == "Kubernetes pods"
     assert options.hotwords == "kubectl"
     assert options.word_timestamps
+
+
+def stereo(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return np.stack([left, right], axis=1).reshape(-1)
+
+
+def test_each_channel_of_a_multichannel_stream_is_its_own_speaker() -> None:
+    stream = StreamConfig(encoding="pcm_f32le", channels=2, multichannel=True, speakers=("agent", "customer"))
+    h = Harness(stream=stream, partial_interval=0.5)
+    # The agent speaks, then the customer, then both at once.
+    agent = np.concatenate([silence(0.5), tone(1.0), silence(2.0), tone(1.0), silence(1.0)])
+    customer = np.concatenate([silence(2.0), tone(1.0), silence(0.5), tone(1.0), silence(1.0)])
+    h.audio(stereo(agent, customer), chunk_seconds=0.1)
+    h.text({"type": "end"})
+    segments = [m["segment"] for m in h.of_type("segment")]  # type: ignore[typeddict-item]
+    speakers = [(s["speaker"], s["start"]) for s in segments]
+    assert {s for s, _ in speakers} == {"agent", "customer"}
+    assert [s for s, _ in sorted(speakers, key=lambda x: x[1])] == ["agent", "customer", "agent", "customer"]
+    for segment in segments:
+        assert all(w["speaker"] == segment["speaker"] for w in segment["words"])
+    partials = h.of_type("partial")
+    assert {p["segment"]["speaker"] for p in partials} == {"agent", "customer"}  # type: ignore[typeddict-item]
+    [final] = h.of_type("final")
+    listed = final["response"]["segments"]  # type: ignore[typeddict-item]
+    assert [s["start"] for s in listed] == sorted(s["start"] for s in listed)
+    assert sorted(map(str, listed)) == sorted(map(str, segments))
+    words = final["response"]["word_segments"]  # type: ignore[typeddict-item]
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+    ready = h.sent[0]["config"]  # type: ignore[typeddict-item]
+    assert ready["multichannel"] is True
+    assert ready["speakers"] == ["agent", "customer"]
+
+
+def test_a_silent_channel_asks_for_no_decode() -> None:
+    stream = StreamConfig(encoding="pcm_f32le", channels=2, multichannel=True)
+    h = Harness(stream=stream, partial_interval=0.5)
+    h.audio(stereo(np.concatenate([tone(1.5), silence(1.0)]), silence(2.5)), run_jobs=True)
+    h.text({"type": "end"})
+    assert {job.track for job, _ in h.engine_jobs} == {0}
+    assert {m["segment"]["speaker"] for m in h.of_type("segment")} == {"channel_0"}  # type: ignore[typeddict-item]

@@ -62,7 +62,7 @@ async def run_stalled(reads_before_stall: int, resume_after: float | None) -> tu
         session_id="slow",
         stream=StreamConfig(encoding="pcm_f32le"),
         settings=SessionSettings.from_config(config, model="scripted"),
-        segmenter=Segmenter(LoudnessScorer(), TEST_VAD),
+        new_segmenter=lambda: Segmenter(LoudnessScorer(), TEST_VAD),
         clock=clock,
     )
     socket = StallingSocket(frames(), reads_before_stall)

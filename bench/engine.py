@@ -1,0 +1,237 @@
+"""Where a model call's time goes, and what the encoder window costs in accuracy.
+
+    python -m bench.engine steps   [--model tiny.en]    # time per step, batch sizes 1, 2, 4
+    python -m bench.engine windows [--model tiny.en]    # WER and time per encoder window
+    python -m bench.engine workers [--model tiny.en]    # 1 worker of 2 threads vs 2 of 1
+
+``steps`` decodes the first 16 reference utterances of the 5-minute LJ Speech file (cut at
+their exact boundaries, 0.1 s of margin) as partials (beam 1, text only) and as finals (beam 5,
+fallback, word alignment), and splits each call into features, encoder, decoder and alignment.
+``windows`` decodes 90 single-utterance clips of other speakers (the ``ljspeech`` and ``read``
+sets, up to 14 s) with each encoder window and scores them. ``workers`` compares one model
+worker of two threads with two workers of one thread each, both decoding the same utterances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from bench.latency import DATA, FILE
+from clients.stream import read_audio
+from streaming.audio import Samples, decode_file
+from streaming.config import Config
+from streaming.engine import FRAMES_PER_SECOND, DecodeOptions, WhisperEngine
+from streaming.models import resolve_model
+from tests.wer import wer
+
+FINAL = DecodeOptions(
+    language="en",
+    task="transcribe",
+    beam_size=5,
+    word_timestamps=True,
+    prompt=None,
+    hotwords=None,
+    temperature_fallback=True,
+)
+PARTIAL = DecodeOptions(
+    language="en",
+    task="transcribe",
+    beam_size=1,
+    word_timestamps=False,
+    prompt=None,
+    hotwords=None,
+    temperature_fallback=False,
+)
+
+
+def engine(model: str, *, threads: int = 2, workers: int = 1) -> WhisperEngine:
+    config = Config()
+    path, name = resolve_model(model)
+    from streaming.engine import Thresholds
+
+    return WhisperEngine(
+        path,
+        name=name,
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=threads * workers,
+        workers=workers,
+        encoder_window=config.encoder_window,
+        thresholds=Thresholds(
+            no_speech=config.no_speech_threshold,
+            log_prob=config.log_prob_threshold,
+            compression_ratio=config.compression_ratio_threshold,
+        ),
+    )
+
+
+def manifest() -> Iterator[dict[str, Any]]:
+    for line in (DATA / "manifest.jsonl").read_text().splitlines():
+        yield json.loads(line)
+
+
+def long_utterances(count: int) -> list[Samples]:
+    entry = next(e for e in manifest() if e["audio"] == FILE)
+    audio = read_audio(DATA / FILE).samples[:, 0]
+    return [
+        audio[max(int(s[1] * 16000) - 1600, 0) : int(s[2] * 16000) + 1600].copy()
+        for s in entry["segments"][:count]
+    ]
+
+
+class Timer:
+    """Wraps methods to add up the seconds spent in each."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner: Any, method: str, label: str) -> None:
+        inner: Callable[..., Any] = getattr(owner, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - started
+
+        setattr(owner, method, timed)
+
+
+class _TimedGenerator:
+    def __init__(self, inner: Any, timer: Timer) -> None:
+        self._inner = inner
+        timer.wrap(self, "generate", "decoder")
+        timer.wrap(self, "align", "alignment")
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return self._inner.generate(*args, **kwargs)
+
+    def align(self, *args: Any, **kwargs: Any) -> Any:
+        return self._inner.align(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def steps(model: str) -> None:
+    whisper = engine(model)
+    utterances = long_utterances(16)
+    timer = Timer()
+    timer.wrap(whisper, "_features", "features")
+    timer.wrap(whisper._model, "encode", "encoder")
+    whisper._model.model = _TimedGenerator(whisper._model.model, timer)
+    whisper.transcribe_batch(utterances[:1], FINAL)  # warm up
+    for options, label in ((PARTIAL, "partial"), (FINAL, "final")):
+        for size in (1, 2, 4):
+            timer.seconds.clear()
+            started = time.perf_counter()
+            for i in range(0, len(utterances), size):
+                whisper.transcribe_batch(utterances[i : i + size], options)
+            total = time.perf_counter() - started
+            parts = {k: round(v / len(utterances) * 1000) for k, v in timer.seconds.items()}
+            print(
+                json.dumps(
+                    {
+                        "kind": label,
+                        "batch": size,
+                        "ms_per_utterance": round(total / len(utterances) * 1000),
+                        **parts,
+                    }
+                )
+            )
+
+
+def windows(model: str) -> None:
+    whisper = engine(model)
+    entries = [
+        e
+        for e in manifest()
+        if e["set"] in ("ljspeech", "read") and e["channels"] == 1 and e["duration"] <= 14
+    ][:90]
+    clips = [decode_file((DATA / e["audio"]).read_bytes()) for e in entries]
+    reference = " ".join(e["text"] for e in entries)
+    for seconds in (30, 15, 10, 0):
+        whisper._window_frames = seconds * FRAMES_PER_SECOND  # 0: the utterance plus 1 s
+        for options, label in ((FINAL, "final"), (PARTIAL, "partial")):
+            started = time.perf_counter()
+            texts = [
+                d.text
+                for i in range(0, len(clips), 4)
+                for d in whisper.transcribe_batch(clips[i : i + 4], options)
+            ]
+            print(
+                json.dumps(
+                    {
+                        "window_s": seconds or "utterance + 1",
+                        "kind": label,
+                        "wer": round(wer(reference, " ".join(texts)), 3),
+                        "seconds": round(time.perf_counter() - started, 1),
+                        "clips": len(clips),
+                    }
+                )
+            )
+
+
+def workers(model: str) -> None:
+    utterances = long_utterances(24)
+    for threads, count in ((2, 1), (1, 2)):
+        whisper = engine(model, threads=threads, workers=count)
+        whisper.transcribe_batch(utterances[:2], PARTIAL)
+        for options, label in ((PARTIAL, "partial"), (FINAL, "final")):
+            for size in (1, 2, 4):
+                batches = [utterances[i : i + size] for i in range(0, len(utterances), size)]
+                started = time.perf_counter()
+                _run_concurrently(whisper, batches, options, count)
+                ms = (time.perf_counter() - started) / len(utterances) * 1000
+                print(
+                    json.dumps(
+                        {
+                            "workers": count,
+                            "threads_each": threads,
+                            "kind": label,
+                            "batch": size,
+                            "ms_per_utterance": round(ms),
+                        }
+                    )
+                )
+
+
+def _run_concurrently(
+    whisper: WhisperEngine, batches: Sequence[list[Samples]], options: DecodeOptions, count: int
+) -> None:
+    work = iter(batches)
+    lock = threading.Lock()
+
+    def run() -> None:
+        while True:
+            with lock:
+                batch = next(work, None)
+            if batch is None:
+                return
+            whisper.transcribe_batch(batch, options)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=("steps", "windows", "workers"))
+    parser.add_argument("--model", default="tiny.en")
+    args = parser.parse_args()
+    {"steps": steps, "windows": windows, "workers": workers}[args.what](args.model)
+
+
+if __name__ == "__main__":
+    main()

@@ -27,26 +27,8 @@ from streaming.audio import Samples, decode_file
 from streaming.config import Config
 from streaming.engine import FRAMES_PER_SECOND, DecodeOptions, WhisperEngine
 from streaming.models import resolve_model
+from tests.fakes import FINAL, PARTIAL
 from tests.wer import wer
-
-FINAL = DecodeOptions(
-    language="en",
-    task="transcribe",
-    beam_size=5,
-    word_timestamps=True,
-    prompt=None,
-    hotwords=None,
-    temperature_fallback=True,
-)
-PARTIAL = DecodeOptions(
-    language="en",
-    task="transcribe",
-    beam_size=1,
-    word_timestamps=False,
-    prompt=None,
-    hotwords=None,
-    temperature_fallback=False,
-)
 
 
 def engine(model: str, *, threads: int = 2, workers: int = 1) -> WhisperEngine:

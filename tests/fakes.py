@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +21,19 @@ TEST_VAD = VadParams(
     max_utterance=4 * RATE,
     min_speech=int(0.1 * RATE),
 )
+
+
+# The decode options of a final and of a partial with the default settings.
+FINAL = DecodeOptions(
+    language="en",
+    task="transcribe",
+    beam_size=5,
+    word_timestamps=True,
+    prompt=None,
+    hotwords=None,
+    temperature_fallback=True,
+)
+PARTIAL = dataclasses.replace(FINAL, beam_size=1, word_timestamps=False, temperature_fallback=False)
 
 
 def tone(seconds: float, amplitude: float = 0.5, freq: float = 220.0) -> Samples:

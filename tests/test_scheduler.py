@@ -16,17 +16,8 @@ from streaming.engine import Decoded, DecodeOptions
 from streaming.errors import Overloaded
 from streaming.scheduler import DecodeFailed, DecodeQueue, Scheduler
 from streaming.session import Job, JobKind
+from tests.fakes import FINAL, PARTIAL
 
-FINAL = DecodeOptions(
-    language="en",
-    task="transcribe",
-    beam_size=5,
-    word_timestamps=True,
-    prompt=None,
-    hotwords=None,
-    temperature_fallback=True,
-)
-PARTIAL = replace(FINAL, beam_size=1, word_timestamps=False, temperature_fallback=False)
 _tickets = iter(range(1, 1_000_000))
 
 

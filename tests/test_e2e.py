@@ -212,14 +212,41 @@ def test_predict_oversized_body_is_413(server: RunningServer) -> None:
 def test_client_cli_writes_the_final_json(server: RunningServer, data_dir: Path, tmp_path: Path) -> None:
     from clients.stream import main
 
-    out = tmp_path / "final.json"
-    code = main([str(data_dir / "ljspeech/LJ001-0002.flac"), "--url", server.ws_url, "--out", str(out)])
+    out, srt, vtt = tmp_path / "final.json", tmp_path / "final.srt", tmp_path / "final.vtt"
+    clip = str(data_dir / "ljspeech/LJ001-0002.flac")
+    code = main([clip, "--url", server.ws_url, "--out", str(out), "--srt", str(srt), "--vtt", str(vtt)])
     assert code == 0
     import json
 
     body = json.loads(out.read_text())
     validate_hosted(body)
     assert "comparatively modern" in body["transcription"].lower()
+    segments = body["response"]["segments"]
+    assert srt.read_text().startswith("1\n00:00:0")
+    assert srt.read_text().count(" --> ") == len(segments)
+    assert vtt.read_text().startswith("WEBVTT\n\n00:00:0")
+    assert "comparatively modern" in vtt.read_text().lower()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media_type", "head"), [("srt", "application/x-subrip", "1\n"), ("vtt", "text/vtt", "WEBVTT")]
+)
+def test_predict_answers_captions_when_asked(
+    server: RunningServer, data_dir: Path, fmt: str, media_type: str, head: str
+) -> None:
+    wav, _ = _wav_and_mp3(data_dir / "ljspeech/LJ001-0002.flac")
+    response = httpx.post(
+        f"{server.http_url}/predict",
+        json={"audio": base64.b64encode(wav).decode(), "response_format": fmt},
+        timeout=120,
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(media_type)
+    assert response.text.startswith(head)
+    assert "comparatively modern" in response.text.lower()
+    bad = httpx.post(f"{server.http_url}/predict", json={"audio": "", "response_format": "docx"}, timeout=30)
+    assert bad.status_code == 400
+    assert "response_format" in bad.json()["error"]["message"]
 
 
 def test_client_cli_exits_non_zero_on_a_server_error(

@@ -12,6 +12,10 @@ I/O layer: a client's error becomes an ``error`` message, the audio already rece
 transcribed into the ``final``, and then the session closes with the error's close code.
 
 Phases: ``OPEN`` (taking audio) -> ``ENDING`` (no more audio; finishing decodes) -> ``CLOSED``.
+
+Each speaker has a :class:`Track`: a mono stream has one, a ``multichannel`` stream one per
+channel, each with its own VAD, utterances, prompt context and decodes in flight, so the
+channels of a call are transcribed independently and only meet in the ``final``.
 """
 
 from __future__ import annotations

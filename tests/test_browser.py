@@ -213,3 +213,22 @@ def test_the_worklet_low_pass_keeps_speech_and_stops_aliasing(browser: Any, serv
     assert passed["count"] >= 12800  # 16000 per second, less the frame not yet full and the start
     assert passed["rms"] == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
     assert stopped["rms"] < 0.5 / np.sqrt(2) / 100  # at least 40 dB down
+
+
+def test_a_dropped_connection_is_shown_and_the_captions_stay(browser: Any) -> None:
+    with running_server() as doomed:
+        page = open_page(browser, doomed.http_url)
+        page.get_by_role("button", name="Start").click()
+        page.get_by_text("Listening").wait_for(timeout=15_000)
+        page.locator("#captions .segment").first.wait_for(timeout=30_000)
+        shown = page.locator("#captions .segment").count()
+    # The server is gone while the page streams.
+    alert = page.locator("#alert")
+    alert.wait_for(state="visible", timeout=30_000)
+    assert "connection to the server was lost" in alert.inner_text()
+    assert "captions so far are kept" in alert.inner_text()
+    assert page.locator("#status").inner_text() == "Disconnected."
+    assert page.locator("#captions .segment").count() >= shown
+    assert page.get_by_role("button", name="Start").is_enabled()
+    page.screenshot(path=str(ARTIFACTS / "page-dropped.png"), full_page=True)
+    page.context.close()

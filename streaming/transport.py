@@ -175,7 +175,7 @@ class StreamConnection:
         """Send what is queued (within the grace a slow reader gets), then close."""
         session = self._session
         try:
-            await asyncio.wait_for(asyncio.shield(self._outbox.drained()), CLOSE_GRACE)
+            await asyncio.wait_for(self._outbox.drained(), CLOSE_GRACE)
         except TimeoutError:
             logger.info(
                 "session %s: %d messages unread after %g s; closing",

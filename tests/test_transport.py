@@ -22,6 +22,54 @@ from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 UTTERANCES = 8
 
 
+def leftover_tasks() -> list[str]:
+    names = [t.get_name() for t in asyncio.all_tasks() if not t.done()]
+    return [n for n in names if n.startswith(("read-", "write-", "stop-"))]
+
+
+class VanishingSocket:
+    """Sends some frames of speech, then the client is gone mid-utterance."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = deque(frames)
+
+    async def receive(self) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        if self.frames:
+            return {"type": "websocket.receive", "bytes": self.frames.popleft()}
+        return {"type": "websocket.disconnect", "code": 1006}
+
+    async def send_text(self, text: str) -> None:
+        await asyncio.sleep(0)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        raise AssertionError("nothing to close: the client is gone")
+
+
+async def test_a_client_gone_mid_utterance_leaves_no_task_or_buffer() -> None:
+    config = Config(partial_interval=0.5)
+    clock = MonotonicClock()
+    session = Session(
+        session_id="gone",
+        stream=StreamConfig(encoding="pcm_f32le"),
+        settings=SessionSettings.from_config(config, model="scripted"),
+        new_segmenter=lambda: Segmenter(LoudnessScorer(), TEST_VAD),
+        clock=clock,
+    )
+    cut = frames()[:25]  # 2.5 s: the second utterance is open when the client vanishes
+    scheduler = Scheduler(ScriptedEngine(), batch_size=4, partial_max_age=1.0)
+    scheduler.start()
+    try:
+        connection = StreamConnection(VanishingSocket(cut), session, scheduler, clock)  # type: ignore[arg-type]
+        await asyncio.wait_for(connection.run(), timeout=10)
+    finally:
+        await scheduler.stop()
+    assert session.phase is Phase.CLOSED
+    assert session.waiting_seconds == 0
+    assert session.jobs_to_start() == []
+    assert leftover_tasks() == []
+
+
 class StallingSocket:
     """Sends its frames, reads ``reads_before_stall`` messages, then stops reading (each
     send blocks, as when the TCP window is full) until ``resume`` is set."""
@@ -83,6 +131,7 @@ async def test_a_client_that_stops_reading_gets_slow_consumer_and_then_everythin
 ) -> None:
     monkeypatch.setattr(transport, "CLOSE_GRACE", 5.0)
     socket, session = await run_stalled(reads_before_stall=2, resume_after=0.5)
+    assert leftover_tasks() == []
     assert session.phase is Phase.CLOSED
     assert session.error is not None
     assert session.error.code == "slow_consumer"
@@ -103,6 +152,7 @@ async def test_a_client_that_never_reads_again_is_closed_after_the_grace(
 ) -> None:
     monkeypatch.setattr(transport, "CLOSE_GRACE", 0.3)
     socket, session = await run_stalled(reads_before_stall=2, resume_after=None)
+    assert leftover_tasks() == []
     assert session.error is not None
     assert session.error.code == "slow_consumer"
     assert socket.close_code == 1008

@@ -47,7 +47,7 @@ from streaming.models import resolve_model
 from streaming.scheduler import Scheduler
 from streaming.session import Phase, Session, SessionSettings
 from streaming.transport import StreamConnection, refuse
-from streaming.twilio import TwilioSession, twilio_stream_config
+from streaming.twilio import TwilioSession
 from streaming.vad import Scorer, Segmenter, SileroVad, VadParams, configure_torch
 
 logger = logging.getLogger(__name__)
@@ -266,12 +266,16 @@ async def twilio_endpoint(websocket: WebSocket) -> None:
     assert found.engine is not None
     engine = found.engine
     try:
-        speakers = tuple(
-            s.strip() for s in websocket.query_params.get("speakers", "").split(",") if s.strip()
+        # The tracks' names are checked as a two-channel stream's speakers are.
+        named = websocket.query_params.get("speakers")
+        speakers = (
+            parse_stream_config(
+                {"channels": "2", "multichannel": "true", "speakers": named},
+                multilingual=engine.multilingual,
+            ).speakers
+            if named
+            else ()
         )
-        twilio_stream_config(speakers)  # validated like a stream's
-        if speakers and len(speakers) != 2:
-            raise InvalidParameter("speakers names the inbound and the outbound track's speaker: two names")
     except InvalidParameter as exc:
         await found.refuse(websocket, exc)
         return

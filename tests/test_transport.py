@@ -22,6 +22,16 @@ from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 UTTERANCES = 8
 
 
+def scripted_session(session_id: str, config: Config, clock: MonotonicClock) -> Session:
+    return Session(
+        session_id=session_id,
+        stream=StreamConfig(encoding="pcm_f32le"),
+        settings=SessionSettings.from_config(config, model="scripted"),
+        new_segmenter=lambda: Segmenter(LoudnessScorer(), TEST_VAD),
+        clock=clock,
+    )
+
+
 def leftover_tasks() -> list[str]:
     names = [t.get_name() for t in asyncio.all_tasks() if not t.done()]
     return [n for n in names if n.startswith(("read-", "write-", "stop-"))]
@@ -47,15 +57,8 @@ class VanishingSocket:
 
 
 async def test_a_client_gone_mid_utterance_leaves_no_task_or_buffer() -> None:
-    config = Config(partial_interval=0.5)
     clock = MonotonicClock()
-    session = Session(
-        session_id="gone",
-        stream=StreamConfig(encoding="pcm_f32le"),
-        settings=SessionSettings.from_config(config, model="scripted"),
-        new_segmenter=lambda: Segmenter(LoudnessScorer(), TEST_VAD),
-        clock=clock,
-    )
+    session = scripted_session("gone", Config(partial_interval=0.5), clock)
     cut = frames()[:25]  # 2.5 s: the second utterance is open when the client vanishes
     scheduler = Scheduler(ScriptedEngine(), batch_size=4, partial_max_age=1.0)
     scheduler.start()
@@ -104,15 +107,8 @@ def frames() -> list[bytes]:
 
 
 async def run_stalled(reads_before_stall: int, resume_after: float | None) -> tuple[StallingSocket, Session]:
-    config = Config(partial_interval=0, max_unsent_messages=3)
     clock = MonotonicClock()
-    session = Session(
-        session_id="slow",
-        stream=StreamConfig(encoding="pcm_f32le"),
-        settings=SessionSettings.from_config(config, model="scripted"),
-        new_segmenter=lambda: Segmenter(LoudnessScorer(), TEST_VAD),
-        clock=clock,
-    )
+    session = scripted_session("slow", Config(partial_interval=0, max_unsent_messages=3), clock)
     socket = StallingSocket(frames(), reads_before_stall)
     scheduler = Scheduler(ScriptedEngine(), batch_size=4, partial_max_age=1.0)
     scheduler.start()

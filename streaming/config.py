@@ -94,6 +94,20 @@ class Config:
     partial_interval: float = _opt(
         0.5, "seconds between partial re-decodes of an open utterance; 0 disables partials"
     )
+    commit_bound: float = _opt(
+        1.5,
+        "seconds a spoken word may wait for its segment, even in speech with no pause: a word "
+        "two partials agree on is committed at once, an older one is committed by the next partial",
+    )
+    eager_finals: bool = _opt(
+        True,
+        "decode an utterance's final as soon as a pause begins, kept if the pause ends the "
+        "utterance and thrown away if speech resumes (shed by the server under load)",
+    )
+    sentence_pause: float = _opt(
+        1.0, "seconds of silence between words that end a sentence (and a segment of the final)"
+    )
+    max_sentence: float = _opt(20.0, "longest segment of the final, in seconds; a longer sentence is split")
     condition_on_previous_text: bool = _opt(
         False,
         "prompt each utterance with the stream's previous text (off by default: with tiny.en it "
@@ -152,6 +166,9 @@ class Config:
             (self.partial_beam_size >= 1, "partial_beam_size must be >= 1"),
             (self.partial_interval >= 0, "partial_interval must be >= 0"),
             (self.prompt_chars >= 0, "prompt_chars must be >= 0"),
+            (self.commit_bound > 0, "commit_bound must be > 0"),
+            (self.sentence_pause > 0, "sentence_pause must be > 0"),
+            (self.max_sentence > 0, "max_sentence must be > 0"),
             (0 < self.vad_threshold < 1, "vad_threshold must be in (0, 1)"),
             (self.min_silence > 0, "min_silence must be > 0"),
             (self.speech_pad >= 0, "speech_pad must be >= 0"),

@@ -34,6 +34,8 @@ BEST_OF = 5  # samples per fallback temperature
 PREPEND_PUNCTUATION = "\"'\u201c\u00bf([{-"
 APPEND_PUNCTUATION = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001"
 SENTENCE_END_MARKS = ".\u3002!\uff01?\uff1f"
+# The prefix is at most half of the decoder's context, as Whisper's own prompts are.
+MAX_PREFIX_TOKENS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,18 @@ class DecodeOptions:
     prompt: str | None
     hotwords: str | None
     temperature_fallback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """One item of a batch: audio, and the committed text of its opening part.
+
+    ``prefix`` is forced on the decoder after the start-of-transcript tokens: the model does not
+    transcribe that stretch again, it goes on from it, in the prefix's own case and punctuation.
+    Only the words after the prefix come back, aligned against the whole clip."""
+
+    audio: Samples
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +102,12 @@ class Engine(Protocol):
     @property
     def languages(self) -> frozenset[str]: ...
 
-    def transcribe_batch(self, audios: Sequence[Samples], options: DecodeOptions) -> list[Decoded]: ...
+    def transcribe_batch(self, clips: Sequence[Clip], options: DecodeOptions) -> list[Decoded]: ...
 
 
 @dataclass
 class _Hypothesis:
-    tokens: list[int]
+    tokens: list[int]  # after the prefix
     text: str
     avg_logprob: float
     no_speech_prob: float
@@ -168,15 +182,23 @@ class WhisperEngine:
     def languages(self) -> frozenset[str]:
         return self._languages
 
-    def transcribe_batch(self, audios: Sequence[Samples], options: DecodeOptions) -> list[Decoded]:
-        if not audios:
+    def transcribe_batch(self, clips: Sequence[Clip], options: DecodeOptions) -> list[Decoded]:
+        if not clips:
             return []
         started = time.perf_counter()
+        audios = [clip.audio for clip in clips]
         features = self._features(audios)
         encoded = self._model.encode(features)
         languages = self._languages_of(encoded, len(audios), options)
         tokenizers = [self._tokenizer(language, options.task) for language in languages]
-        prompts = [self._prompt(tokenizer, options) for tokenizer in tokenizers]
+        prefixes = [
+            tokenizer.encode(" " + clip.prefix.strip())[-MAX_PREFIX_TOKENS:] if clip.prefix.strip() else []
+            for tokenizer, clip in zip(tokenizers, clips, strict=True)
+        ]
+        prompts = [
+            self._prompt(tokenizer, options, prefix)
+            for tokenizer, prefix in zip(tokenizers, prefixes, strict=True)
+        ]
         results = self._model.model.generate(
             encoded,
             prompts,
@@ -187,9 +209,11 @@ class WhisperEngine:
             return_scores=True,
             return_no_speech_prob=True,
         )
-        hypotheses = [self._hypothesis(t, r, 0) for t, r in zip(tokenizers, results, strict=True)]
+        hypotheses = [
+            self._hypothesis(t, r, 0, len(p)) for t, r, p in zip(tokenizers, results, prefixes, strict=True)
+        ]
         if options.temperature_fallback:
-            self._fall_back(features, tokenizers, prompts, hypotheses)
+            self._fall_back(features, tokenizers, prompts, prefixes, hypotheses)
         silent = [self._silent(h) for h in hypotheses]
         words: list[tuple[DecodedWord, ...]] = [()] * len(audios)
         if options.word_timestamps:
@@ -197,6 +221,7 @@ class WhisperEngine:
                 encoded,
                 audios,
                 tokenizers,
+                prefixes,
                 [[] if s else h.tokens for s, h in zip(silent, hypotheses, strict=True)],
             )
         share = (time.perf_counter() - started) / len(audios)
@@ -241,22 +266,27 @@ class WhisperEngine:
             )
         return self._tokenizers[key]
 
-    def _prompt(self, tokenizer: Any, options: DecodeOptions) -> list[int]:
+    def _prompt(self, tokenizer: Any, options: DecodeOptions, prefix: list[int]) -> list[int]:
+        """Whisper's prompt: previous text and hotwords, the task tokens, then the forced prefix.
+        (faster-whisper's ``get_prompt`` drops the hotwords when there is a prefix.)"""
+        half = self._model.max_length // 2
         previous = tokenizer.encode(" " + options.prompt.strip()) if options.prompt else []
-        prompt: list[int] = self._model.get_prompt(
-            tokenizer, previous, without_timestamps=True, hotwords=options.hotwords
-        )
-        return prompt
+        hotwords = tokenizer.encode(" " + options.hotwords.strip()) if options.hotwords else []
+        prompt: list[int] = []
+        if previous or hotwords:
+            prompt = [tokenizer.sot_prev, *[*hotwords, *previous][-(half - 1) :]]
+        return [*prompt, *tokenizer.sot_sequence, tokenizer.no_timestamps, *prefix]
 
     def _suppressed(self, tokenizer: Any) -> list[int]:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         return list(get_suppressed_tokens(tokenizer, [-1]))
 
-    def _hypothesis(self, tokenizer: Any, result: Any, index: int) -> _Hypothesis:
+    def _hypothesis(self, tokenizer: Any, result: Any, index: int, prefix: int) -> _Hypothesis:
         from faster_whisper.transcribe import get_compression_ratio
 
-        tokens = [t for t in result.sequences_ids[index] if t < tokenizer.eot]
+        # CTranslate2 returns the forced prefix too: only what follows it is new.
+        tokens = [t for t in result.sequences_ids[index][prefix:] if t < tokenizer.eot]
         # faster-whisper's recovery of the average log probability from CTranslate2's score
         # (length penalty 1): the score is the sum over the tokens divided by their count.
         length = len(result.sequences_ids[index])
@@ -286,7 +316,12 @@ class WhisperEngine:
         )
 
     def _fall_back(
-        self, features: Any, tokenizers: list[Any], prompts: list[list[int]], hypotheses: list[_Hypothesis]
+        self,
+        features: Any,
+        tokenizers: list[Any],
+        prompts: list[list[int]],
+        prefixes: list[list[int]],
+        hypotheses: list[_Hypothesis],
     ) -> None:
         """Re-decode the failed items by sampling at rising temperatures (Whisper's fallback),
         keeping each item's best hypothesis; only the failed items are encoded again."""
@@ -312,7 +347,8 @@ class WhisperEngine:
             still: list[int] = []
             for i, result in zip(failed, results, strict=True):
                 samples = [
-                    self._hypothesis(tokenizers[i], result, k) for k in range(len(result.sequences_ids))
+                    self._hypothesis(tokenizers[i], result, k, len(prefixes[i]))
+                    for k in range(len(result.sequences_ids))
                 ]
                 best = max(samples, key=lambda h: h.avg_logprob)
                 tried[i].append(best)
@@ -331,22 +367,38 @@ class WhisperEngine:
                 )
 
     def _align(
-        self, encoded: Any, audios: Sequence[Samples], tokenizers: list[Any], tokens: list[list[int]]
+        self,
+        encoded: Any,
+        audios: Sequence[Samples],
+        tokenizers: list[Any],
+        prefixes: list[list[int]],
+        tokens: list[list[int]],
     ) -> list[tuple[DecodedWord, ...]]:
-        """Word timings for every item from one ``align`` call (cross-attention + DTW)."""
+        """Word timings for every item from one ``align`` call (cross-attention + DTW). The
+        prefix is aligned with the new tokens, so that they are placed after the audio it covers;
+        only the new words are returned."""
         from faster_whisper.transcribe import merge_punctuations
 
         frames = [min(len(audio) // HOP_LENGTH, MAX_FRAMES) for audio in audios]
         results = self._model.model.align(
-            encoded, tokenizers[0].sot_sequence, tokens, frames, median_filter_width=7
+            encoded,
+            tokenizers[0].sot_sequence,
+            [[*p, *t] if t else [] for p, t in zip(prefixes, tokens, strict=True)],
+            frames,
+            median_filter_width=7,
         )
         out: list[tuple[DecodedWord, ...]] = []
-        for tokenizer, text_tokens, result, audio in zip(tokenizers, tokens, results, audios, strict=True):
+        for tokenizer, prefix, text_tokens, result, audio in zip(
+            tokenizers, prefixes, tokens, results, audios, strict=True
+        ):
             if not text_tokens:
                 out.append(())
                 continue
-            alignment = _word_alignment(tokenizer, text_tokens, result)
+            alignment = _word_alignment(tokenizer, [*prefix, *text_tokens], result)
             merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+            # A word is new when its tokens start after the prefix. A mark the model appends to
+            # the prefix's last word (a comma) cannot be added to a committed word: it is dropped.
+            alignment = _after_prefix(alignment, len(prefix))
             duration = len(audio) / SAMPLE_RATE
             out.append(
                 tuple(
@@ -401,6 +453,16 @@ def _word_alignment(tokenizer: Any, text_tokens: list[int], result: Any) -> list
                 elif before["word"] in SENTENCE_END_MARKS:
                     word["start"] = word["end"] - longest
     return alignment
+
+
+def _after_prefix(alignment: list[dict[str, Any]], prefix: int) -> list[dict[str, Any]]:
+    consumed = 0
+    kept = []
+    for word in alignment:
+        if consumed >= prefix:
+            kept.append(word)
+        consumed += len(word["tokens"])
+    return kept
 
 
 def keep_spoken_words(

@@ -46,6 +46,8 @@ class Transcript:
     text: str
     words: tuple[Word, ...] = ()
     speaker: str | None = None
+    # A piece of a sentence whose earlier words came in the speaker's previous segment.
+    continues: bool = False
 
 
 # ---------------------------------------------------------------------------- wire shapes
@@ -86,6 +88,7 @@ class PartialMessage(TypedDict):
 class SegmentMessage(TypedDict):
     type: Literal["segment"]
     segment: SegmentDict
+    continues: bool
 
 
 class FinalMessage(TypedDict):
@@ -142,7 +145,7 @@ def partial(transcript: Transcript) -> PartialMessage:
 
 
 def segment(transcript: Transcript) -> SegmentMessage:
-    return {"type": "segment", "segment": segment_dict(transcript)}
+    return {"type": "segment", "segment": segment_dict(transcript), "continues": transcript.continues}
 
 
 def final(transcripts: Sequence[Transcript], prediction_time_ms: int) -> FinalMessage:

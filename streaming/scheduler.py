@@ -15,6 +15,10 @@
   session whose captions have gone longest without an update (``Job.stale_since``) goes
   first, so that under load every stream's captions keep moving, a new utterance's first
   words first;
+- urgent partials (their words reach the commit bound) are queued with the finals;
+- eager finals (``Job.speculative``: decoded when a pause begins, in case it ends the
+  utterance) are a luxury: one that arrives while ``batch_size`` or more finals wait is shed
+  at once, and counted (``eager_shed``); the session then decodes the utterance when it closes;
 - bounded: at most ``max_finals`` finals wait (more is :class:`Overloaded`), at most one
   partial per session.
 
@@ -40,7 +44,7 @@ from typing import Generic, TypeVar
 from streaming.clock import Clock, MonotonicClock
 from streaming.engine import Decoded, Engine
 from streaming.errors import Overloaded
-from streaming.session import Job
+from streaming.jobs import Job
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class SchedulerStats:
     batched_items: int = 0
     largest_batch: int = 0
     failures: int = 0
+    eager_shed: int = 0
     model_seconds: float = 0.0
     queued_finals: int = 0
     queued_partials: int = 0
@@ -100,10 +105,14 @@ class DecodeQueue(Generic[T]):
         return len(self._finals) + len(self._partials)
 
     def add(self, job: Job, token: T, now: float) -> list[T]:
-        """Queue a job; returns the tokens of the partials it supersedes (to resolve to None)."""
+        """Queue a job; returns the tokens of the partials it supersedes and of a shed eager
+        final (to resolve to None)."""
         waiting = Waiting(job, token, now)
         superseded: list[T] = []
-        if job.kind == "final":
+        if job.speculative and len(self._finals) >= self.batch_size:
+            self.stats.eager_shed += 1
+            return [token]
+        if job.first_class:
             if len(self._finals) >= self.max_finals:
                 raise Overloaded("the server's transcription queue is full; retry later")
             self._finals.append(waiting)
@@ -259,7 +268,7 @@ class Scheduler:
     def _run(self, batch: list[Waiting[Future]]) -> None:
         options = batch[0].job.options
         try:
-            results = self._engine.transcribe_batch([w.job.audio for w in batch], options)
+            results = self._engine.transcribe_batch([w.job.clip for w in batch], options)
         except Exception:  # one bad request must not take the worker, or its batch, down
             if len(batch) == 1:
                 logger.exception("decode failed for session %s", batch[0].job.session_id)
@@ -278,10 +287,11 @@ class Scheduler:
             stats.batched_items += len(batch)
             stats.largest_batch = max(stats.largest_batch, len(batch))
             stats.model_seconds += sum(r.seconds for r in results)
-            if batch[0].job.kind == "final":
-                stats.finals += len(batch)
-            else:
-                stats.partials += len(batch)
+            for waiting in batch:
+                if waiting.job.kind == "final":
+                    stats.finals += 1
+                else:
+                    stats.partials += 1
         for waiting, decoded in zip(batch, results, strict=True):
             self._settle(waiting.token, decoded)
 

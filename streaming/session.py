@@ -22,20 +22,20 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from streaming import messages
 from streaming.audio import Samples, StreamDecoder
 from streaming.clock import Clock
+from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import Config, StreamConfig
 from streaming.context import PromptContext
-from streaming.engine import Decoded, DecodeOptions, keep_spoken_words
+from streaming.engine import Decoded, DecodeOptions
 from streaming.errors import (
     FrameTooLarge,
     IdleTimeout,
@@ -47,42 +47,22 @@ from streaming.errors import (
     StreamingError,
     UnexpectedMessage,
 )
-from streaming.messages import SAMPLE_RATE, Transcript, Word
-from streaming.vad import Segmenter, Utterance
+from streaming.jobs import Job
+from streaming.messages import Transcript
+from streaming.sentences import SentenceCutter, join_sentences
+from streaming.track import Outcome, Track, TrackSettings, TrackStats
+from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
 
-JobKind = Literal["final", "partial"]
-# A partial is not worth a decode until the open utterance has grown this much.
-MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
+# The encoder window holds a clip and this much room after it (see engine.WINDOW_MARGIN_FRAMES).
+WINDOW_MARGIN = 1.0
 
 
 class Phase(Enum):
     OPEN = "open"
     ENDING = "ending"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A decode the session needs: its result comes back through ``receive_result(ticket)``."""
-
-    ticket: int
-    kind: JobKind
-    session_id: str
-    audio: Samples
-    options: DecodeOptions
-    utterance: int  # which utterance of the stream (partials of a closed one are stale)
-    start: int  # stream sample of audio[0]
-    # Clock time since which the stream's captions show nothing newer: the last partial sent,
-    # or the end of the previous utterance. Under load, the stalest partial is decoded first.
-    stale_since: float = 0.0
-    track: int = 0  # which channel of a multichannel stream
-
-    @property
-    def stream_key(self) -> tuple[str, int]:
-        """One waiting partial per (session, channel)."""
-        return (self.session_id, self.track)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +80,11 @@ class SessionSettings:
     max_buffered_seconds: float
     idle_timeout: float
     max_unsent_messages: int
+    encoder_window: float = 15.0
+    commit_bound: float = 1.5
+    eager_finals: bool = True
+    sentence_pause: float = 1.0
+    max_sentence: float = 20.0
 
     @classmethod
     def from_config(cls, config: Config, model: str) -> SessionSettings:
@@ -115,42 +100,20 @@ class SessionSettings:
             max_buffered_seconds=config.max_buffered_seconds,
             idle_timeout=config.idle_timeout,
             max_unsent_messages=config.max_unsent_messages,
+            encoder_window=config.encoder_window,
+            commit_bound=config.commit_bound,
+            eager_finals=config.eager_finals,
+            sentence_pause=config.sentence_pause,
+            max_sentence=config.max_sentence,
         )
 
-
-class Track:
-    """One channel's utterances: its VAD, its prompt context, the utterances waiting for the
-    model, and the final and partial being decoded. A mono stream has one track; a
-    multichannel stream has one per channel, each its own speaker."""
-
-    def __init__(
-        self, index: int, speaker: str | None, segmenter: Segmenter, context: PromptContext, now: float
-    ) -> None:
-        self.index = index
-        self.speaker = speaker
-        self.segmenter = segmenter
-        self.context = context
-        self.waiting: deque[tuple[int, Utterance]] = deque()  # closed, not yet decoding
-        self.in_flight: tuple[Job, Utterance] | None = None  # the final being decoded
-        self.partial: Job | None = None  # the partial being decoded
-        self.utterance = 0  # index of the open (or next) utterance
-        self.last_partial_at = now
-        self.last_partial_size = 0
-        self.shown_at = now
-
-    @property
-    def busy(self) -> bool:
-        """Utterances wait for, or are in, a final decode."""
-        return self.in_flight is not None or bool(self.waiting)
-
-    def waiting_samples(self) -> int:
-        in_flight = len(self.in_flight[1].audio) if self.in_flight else 0
-        return in_flight + sum(len(u.audio) for _, u in self.waiting)
-
-    def clear(self) -> None:
-        self.waiting.clear()
-        self.in_flight = None
-        self.partial = None
+    def track_settings(self) -> TrackSettings:
+        return TrackSettings(
+            max_decode=round((self.encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
+            commit_bound=self.commit_bound,
+            partial_interval=self.partial_interval,
+            eager_finals=self.eager_finals,
+        )
 
 
 class Session:
@@ -175,15 +138,16 @@ class Session:
         self._decoder = StreamDecoder(stream)
         now = clock.now()
         speakers: list[str | None] = list(stream.speaker_labels) if stream.multichannel else [None]
+        track_settings = settings.track_settings()
         self._tracks = [
-            Track(
-                i,
-                speaker,
-                new_segmenter(),
-                PromptContext(enabled=settings.condition_on_previous_text, max_chars=settings.prompt_chars),
-                now,
-            )
-            for i, speaker in enumerate(speakers)
+            Track(i, speaker, new_segmenter(), track_settings, now) for i, speaker in enumerate(speakers)
+        ]
+        self._sentences = [
+            SentenceCutter.of(settings.sentence_pause, settings.max_sentence, speaker) for speaker in speakers
+        ]
+        self._prompts = [
+            PromptContext(enabled=settings.condition_on_previous_text, max_chars=settings.prompt_chars)
+            for _ in speakers
         ]
         self._tickets = itertools.count(1)
         self._outbox: list[messages.ServerMessage] = []
@@ -222,7 +186,8 @@ class Session:
                 if self._expect_open("finalize"):
                     self._last_activity = self._clock.now()
                     for track in self._tracks:
-                        self._close_utterance(track, track.segmenter.cut())
+                        track.cut(self._clock.now())
+                        self._emit(track, track.take_eager())
                     self._dispatch()
             case messages.EndOfStream():
                 if self._expect_open("end"):
@@ -231,33 +196,26 @@ class Session:
     def receive_result(self, ticket: int, decoded: Decoded) -> None:
         """The result of the job with this ticket."""
         for track in self._tracks:
-            if track.partial is not None and track.partial.ticket == ticket:
-                self._on_partial(track, track.partial, decoded)
-                track.partial = None
-            elif track.in_flight is not None and track.in_flight[0].ticket == ticket:
-                _, utterance = track.in_flight
-                track.in_flight = None
-                self._last_activity = max(self._last_activity, self._clock.now())
-                self._on_final(track, utterance, decoded)
+            if track.in_flight is not None and track.in_flight[0].ticket == ticket:
+                job = track.in_flight[0]
+                if job.kind == "final":
+                    self._model_seconds += decoded.seconds
+                    self._last_activity = max(self._last_activity, self._clock.now())
+                self._emit(track, track.on_result(job, decoded))
         self._dispatch()
 
     def receive_failure(self, ticket: int, reason: str) -> None:
-        """The job with this ticket could not be decoded (model error): a partial is skipped; a
-        final's utterance is lost, and the stream ends with ``internal_error`` once the rest of
-        what it received is transcribed."""
+        """The job with this ticket was not decoded: shed or superseded under load, or a model
+        error. A partial is skipped, and an eager final falls back to a plain one; a final's
+        utterance is lost, and the stream ends with ``internal_error`` once the rest of what it
+        received is transcribed."""
         for track in self._tracks:
-            if track.partial is not None and track.partial.ticket == ticket:
-                track.partial = None  # partials are best effort
-                self._dispatch()
-                return
-        failed = next((t for t in self._tracks if t.in_flight and t.in_flight[0].ticket == ticket), None)
-        if failed is None:
-            return
-        failed.in_flight = None
-        # This utterance is lost; the stream ends, but what else was received is still
-        # transcribed (a poisoned item fails alone: the scheduler retries batches one by one).
-        if not isinstance(self.error, InternalError):
-            self._fail(InternalError(f"transcription failed ({reason}); the stream cannot go on"))
+            if track.in_flight is None or track.in_flight[0].ticket != ticket:
+                continue
+            if track.on_lost(track.in_flight[0]) is not None and not isinstance(self.error, InternalError):
+                # A poisoned item fails alone (the scheduler retries batches one by one): what
+                # else was received is still transcribed.
+                self._fail(InternalError(f"transcription failed ({reason}); the stream cannot go on"))
         self._dispatch()
 
     def tick(self) -> None:
@@ -317,20 +275,10 @@ class Session:
             return None
         deadline = self._idle_deadline()
         for track in self._tracks:
-            if self._partial_ready(track):
-                deadline = min(deadline, track.last_partial_at + self.settings.partial_interval)
+            due = track.partial_due_at(partials=self._wants_partials())
+            if due is not None:
+                deadline = min(deadline, due)
         return deadline
-
-    def _partial_ready(self, track: Track) -> bool:
-        """A partial would be worth a decode now, cadence aside: there is new audio to hear."""
-        if self.phase is not Phase.OPEN or not self._wants_partials() or track.partial is not None:
-            return False
-        if track.segmenter.trailing_silence:
-            # A pause adds no words, and the utterance's final may be due any moment: keep the
-            # worker free for it.
-            return False
-        growing = track.segmenter.open_samples
-        return growing > 0 and growing >= track.last_partial_size + MIN_PARTIAL_GROWTH
 
     def _idle_deadline(self) -> float:
         """Idle means the client sent nothing while we had nothing to do: while a backlog is
@@ -343,6 +291,11 @@ class Session:
     def waiting_seconds(self) -> float:
         """Closed utterances not yet transcribed, in seconds of audio (over every channel)."""
         return sum(track.waiting_samples() for track in self._tracks) / SAMPLE_RATE
+
+    @property
+    def track_stats(self) -> list[TrackStats]:
+        """Per channel: commits by agreement and by the time bound, eager finals used and not."""
+        return [track.stats for track in self._tracks]
 
     # ------------------------------------------------------------------ audio
 
@@ -379,26 +332,14 @@ class Session:
 
     def _push(self, samples: Samples) -> None:
         """Decoded audio: one column per channel of a multichannel stream, else mono."""
-        if samples.ndim == 1:
-            self._push_track(self._tracks[0], samples)
-            return
+        now = self._clock.now()
         for track in self._tracks:
-            self._push_track(track, np.ascontiguousarray(samples[:, track.index]))
-
-    def _push_track(self, track: Track, samples: Samples) -> None:
-        for utterance in track.segmenter.push(samples):
-            self._close_utterance(track, utterance)
-
-    def _close_utterance(self, track: Track, utterance: Utterance | None) -> None:
-        if utterance is None:
-            return
-        track.waiting.append((track.utterance, utterance))
-        track.utterance += 1
-        track.last_partial_size = 0
-        track.shown_at = self._clock.now()
+            column = samples if samples.ndim == 1 else np.ascontiguousarray(samples[:, track.index])
+            track.push(column, now)
+            self._emit(track, track.take_eager())
 
     def _buffered_samples(self) -> int:
-        return sum(t.waiting_samples() + t.segmenter.open_samples for t in self._tracks)
+        return sum(track.buffered_samples() for track in self._tracks)
 
     # ------------------------------------------------------------------ decoding
 
@@ -407,86 +348,59 @@ class Session:
             language=self.stream.language,
             task=self.stream.task,
             beam_size=self.settings.partial_beam_size if partial else self.settings.beam_size,
-            word_timestamps=not partial,
-            prompt=track.context.prompt(self.stream.prompt),
+            # Partials are aligned too: their words may be committed.
+            word_timestamps=True,
+            prompt=self._prompts[track.index].prompt(self.stream.prompt),
             hotwords=self.stream.hotwords or None,
             temperature_fallback=not partial,
         )
 
     def _dispatch(self) -> None:
-        """Ask for the decodes that are due: per channel, finals one at a time and in order
-        (each is prompted with the text of the one before), partials when the cadence says so."""
+        """Ask for the decodes that are due: per channel one at a time, each prefixed with
+        what the one before committed."""
         if self.phase is Phase.CLOSED:
             return
+        now = self._clock.now()
         for track in self._tracks:
-            if track.in_flight is None and track.waiting:
-                index, utterance = track.waiting.popleft()
-                track.in_flight = (self._job(track, "final", utterance, index), utterance)
-            self._maybe_partial(track)
+            due = track.next_job(now, partials=self.phase is Phase.OPEN and self._wants_partials())
+            if due is None:
+                continue
+            kind, clip, start, urgent, speculative = due
+            job = Job(
+                ticket=next(self._tickets),
+                kind=kind,
+                session_id=self.id,
+                clip=clip,
+                options=self._options(track, partial=kind == "partial"),
+                start=start,
+                stale_since=track.shown_at,
+                track=track.index,
+                urgent=urgent,
+                speculative=speculative,
+            )
+            track.started(job, now)
+            self._jobs.append(job)
         self._maybe_final()
-
-    def _job(self, track: Track, kind: JobKind, utterance: Utterance, index: int) -> Job:
-        job = Job(
-            ticket=next(self._tickets),
-            kind=kind,
-            session_id=self.id,
-            audio=utterance.audio,
-            options=self._options(track, partial=kind == "partial"),
-            utterance=index,
-            start=utterance.start,
-            stale_since=track.shown_at,
-            track=track.index,
-        )
-        self._jobs.append(job)
-        return job
 
     def _wants_partials(self) -> bool:
         return self.stream.interim_results and self.settings.partial_interval > 0
 
-    def _maybe_partial(self, track: Track) -> None:
-        now = self._clock.now()
-        if not self._partial_ready(track) or now < track.last_partial_at + self.settings.partial_interval:
-            return
-        current = track.segmenter.current()
-        assert current is not None
-        track.last_partial_at = now
-        track.last_partial_size = len(current.audio)
-        track.partial = self._job(track, "partial", current, track.utterance)
-
-    def _on_partial(self, track: Track, job: Job, decoded: Decoded) -> None:
-        if self.phase is not Phase.OPEN or job.utterance != track.utterance or not decoded.text:
-            return  # the utterance closed meanwhile: its segment supersedes this
-        track.shown_at = self._clock.now()
-        transcript = Transcript(
-            start=job.start, end=job.start + len(job.audio), text=decoded.text, speaker=track.speaker
-        )
-        self._outbox.append(messages.partial(transcript))
-
-    def _on_final(self, track: Track, utterance: Utterance, decoded: Decoded) -> None:
-        self._model_seconds += decoded.seconds
-        speech = [
-            ((lo - utterance.start) / SAMPLE_RATE, (hi - utterance.start) / SAMPLE_RATE)
-            for lo, hi in utterance.speech
-        ]
-        kept = keep_spoken_words(decoded.words, speech)
-        text = "".join(w.text for w in kept).strip() if decoded.words else decoded.text
-        if not text:
-            return
-        words = tuple(
-            Word(
-                text=w.text.strip(),
-                start=utterance.start + round(w.start * SAMPLE_RATE),
-                end=utterance.start + round(w.end * SAMPLE_RATE),
-                probability=w.probability,
+    def _emit(self, track: Track, outcome: Outcome) -> None:
+        """Send what a decode committed, as sentence pieces, and the uncommitted rest."""
+        if outcome.committed:
+            words = [w.word() for w in outcome.committed]
+            for piece in self._sentences[track.index].pieces(words):
+                self._transcripts.append(piece)
+                self._prompts[track.index].add(piece.text)
+                self._outbox.append(messages.segment(piece))
+            track.shown_at = self._clock.now()
+        if outcome.partial and self.phase is Phase.OPEN and self._wants_partials():
+            start, end = outcome.partial_span
+            text = "".join(w.raw for w in outcome.partial).strip()
+            self._outbox.append(
+                messages.partial(Transcript(start=start, end=end, text=text, speaker=track.speaker))
             )
-            for w in kept
-        )
-        transcript = Transcript(
-            start=utterance.start, end=utterance.end, text=text, words=words, speaker=track.speaker
-        )
-        self._transcripts.append(transcript)
-        track.context.add(text)
-        self._outbox.append(messages.segment(transcript))
+            track.shown_at = self._clock.now()
 
     # ------------------------------------------------------------------ ending
 
@@ -535,8 +449,10 @@ class Session:
             self._report(exc)
         self.phase = Phase.ENDING
         self._push(self._decoder.flush())
+        now = self._clock.now()
         for track in self._tracks:
-            self._close_utterance(track, track.segmenter.cut())
+            track.cut(now)
+            self._emit(track, track.take_eager())
         self._dispatch()
 
     def _maybe_final(self) -> None:
@@ -544,12 +460,11 @@ class Session:
             self._close_now()
 
     def _close_now(self) -> None:
-        self._outbox.append(messages.final(self._transcripts, round(self._model_seconds * 1000)))
+        sentences = join_sentences(self._transcripts)
+        self._outbox.append(messages.final(sentences, round(self._model_seconds * 1000)))
         self.phase = Phase.CLOSED
         self.close_code = self.error.close_code if self.error else 1000
         self._jobs.clear()
-        for track in self._tracks:
-            track.partial = None
 
     def _effective_config(self) -> dict[str, Any]:
         stream, settings = self.stream, self.settings

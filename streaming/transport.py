@@ -32,8 +32,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from streaming import messages
 from streaming.clock import Clock
 from streaming.errors import InternalError, StreamingError
+from streaming.jobs import Job
 from streaming.scheduler import PartialResult, Scheduler, SchedulerStopped
-from streaming.session import Job, Phase, Session
+from streaming.session import Phase, Session
 
 logger = logging.getLogger(__name__)
 

@@ -72,6 +72,9 @@ class Utterance:
     start: int  # stream sample of audio[0]
     audio: Samples
     speech: tuple[tuple[int, int], ...]  # stream-sample ranges the VAD heard speech in
+    # The pause that closed it (its first silent window), or None for a cut (finalize, end of
+    # stream, longest utterance): an eager final decoded from that pause on stands for it.
+    silence_start: int | None = None
 
     @property
     def end(self) -> int:
@@ -133,6 +136,22 @@ class Segmenter:
         """The open utterance is in a pause that may end it."""
         return self.state is State.SPEAKING and self._silence_start is not None
 
+    @property
+    def silence_start(self) -> int | None:
+        """Where the open utterance's trailing pause began (None: not in one)."""
+        return self._silence_start if self.state is State.SPEAKING else None
+
+    @property
+    def open_start(self) -> int | None:
+        """First sample of the open utterance, or None while quiet."""
+        return self._start if self.state is State.SPEAKING else None
+
+    def speech_ranges(self) -> tuple[tuple[int, int], ...]:
+        """The open utterance's speech so far, without copying its audio."""
+        if self.state is not State.SPEAKING:
+            return ()
+        return self._speech(self._start, self.received)
+
     def current(self) -> Utterance | None:
         """The open utterance so far (for partial decodes), or None while quiet."""
         if self.state is not State.SPEAKING:
@@ -164,7 +183,9 @@ class Segmenter:
             self._silence_start = window
         if self._silence_start is not None and self._scored - self._silence_start >= params.min_silence:
             end = min(self._silence_start + params.speech_pad, self._scored)
-            return self._close(end, keep_from=max(self._scored - params.speech_pad, end))
+            return self._close(
+                end, keep_from=max(self._scored - params.speech_pad, end), silence_start=self._silence_start
+            )
         if self._scored - self._start >= params.max_utterance:
             return self._cut_at_quietest()
         return None
@@ -184,8 +205,8 @@ class Segmenter:
         self._trim(cut)
         return utterance
 
-    def _close(self, end: int, *, keep_from: int) -> Utterance | None:
-        utterance = self._make(self._start, end)
+    def _close(self, end: int, *, keep_from: int, silence_start: int | None = None) -> Utterance | None:
+        utterance = self._make(self._start, end, silence_start)
         speech = sum(1 for _, p in self._windows if p >= self._params.threshold) * WINDOW
         self.state = State.QUIET
         self._floor = end
@@ -194,7 +215,13 @@ class Segmenter:
         self._trim(keep_from)
         return utterance if speech >= self._params.min_speech else None
 
-    def _make(self, start: int, end: int) -> Utterance:
+    def _make(self, start: int, end: int, silence_start: int | None = None) -> Utterance:
+        audio = self._audio[start - self._audio_start : end - self._audio_start].copy()
+        return Utterance(
+            start=start, audio=audio, speech=self._speech(start, end), silence_start=silence_start
+        )
+
+    def _speech(self, start: int, end: int) -> tuple[tuple[int, int], ...]:
         speech: list[tuple[int, int]] = []
         pad = self._params.speech_pad
         for window, score in self._windows:
@@ -205,8 +232,7 @@ class Segmenter:
                 speech[-1] = (speech[-1][0], max(hi, speech[-1][1]))
             elif lo < hi:
                 speech.append((lo, hi))
-        audio = self._audio[start - self._audio_start : end - self._audio_start].copy()
-        return Utterance(start=start, audio=audio, speech=tuple(speech))
+        return tuple(speech)
 
     def _trim(self, keep_from: int) -> None:
         """Forget audio before ``keep_from`` (never audio not yet scored)."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from streaming.audio import Samples
-from streaming.engine import Decoded, DecodedWord, DecodeOptions
+from streaming.engine import Clip, Decoded, DecodedWord, DecodeOptions
 from streaming.vad import VadParams
 
 RATE = 16000
@@ -58,7 +58,13 @@ class LoudnessScorer:
 
 
 class ScriptedEngine:
-    """One word per 0.5 s of loud audio, named after the call count; records what it was asked."""
+    """Keeps the real engine's contract with words read off the audio itself.
+
+    A word is each 0.5 s of a loud run (the last one if at least 0.2 s long), named after the
+    run's pitch and its place in the run (`` f220.0``, `` f220.1``...), so the same audio gives
+    the same words whatever the clip's start. A word cut off by the clip's end is heard wrong
+    (``~`` appended), as a model mishears a word it hears half of. The ``prefix`` stands for the
+    clip's first words: they are skipped, and only the words after them come back."""
 
     name = "scripted"
     multilingual = False
@@ -66,26 +72,53 @@ class ScriptedEngine:
 
     def __init__(self, fail_on: set[int] | None = None) -> None:
         self.calls: list[tuple[int, DecodeOptions]] = []
+        self.clips: list[Clip] = []
         self.batches: list[int] = []
         self.fail_on = fail_on or set()
 
-    def transcribe_batch(self, audios: Sequence[Samples], options: DecodeOptions) -> list[Decoded]:
-        self.batches.append(len(audios))
-        return [self.transcribe(audio, options) for audio in audios]
+    def transcribe_batch(self, clips: Sequence[Clip], options: DecodeOptions) -> list[Decoded]:
+        self.batches.append(len(clips))
+        return [self.transcribe(clip, options) for clip in clips]
 
-    def transcribe(self, audio: Samples, options: DecodeOptions) -> Decoded:
-        self.calls.append((len(audio), options))
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        self.calls.append((len(clip.audio), options))
+        self.clips.append(clip)
         if len(self.calls) in self.fail_on:
             raise RuntimeError("scripted failure")
-        words = []
-        step = RATE // 2
-        for i, offset in enumerate(range(0, len(audio) - step + 1, step)):
-            chunk = audio[offset : offset + step]
-            if float(np.sqrt(np.mean(chunk**2))) > 0.05:
-                words.append(DecodedWord(f" w{i}", offset / RATE, (offset + step) / RATE, 0.9))
+        words = heard_words(clip.audio)[len(clip.prefix.split()) :]
         return Decoded(
             text="".join(w.text for w in words).strip(),
-            words=tuple(words),
+            words=tuple(words) if options.word_timestamps else (),
             language="en",
             seconds=0.01,
         )
+
+
+FRAME = RATE // 100  # 10 ms
+
+
+def heard_words(audio: Samples) -> list[DecodedWord]:
+    """The scripted engine's words (see :class:`ScriptedEngine`)."""
+    frames = len(audio) // FRAME
+    loud = [float(np.sqrt(np.mean(audio[i * FRAME : (i + 1) * FRAME] ** 2))) > 0.05 for i in range(frames)]
+    words: list[DecodedWord] = []
+    i = 0
+    while i < frames:
+        if not loud[i]:
+            i += 1
+            continue
+        j = i
+        while j < frames and loud[j]:
+            j += 1
+        run = audio[i * FRAME : j * FRAME]
+        crossings = int(np.count_nonzero(np.diff(np.signbit(run))))
+        pitch = round(crossings / 2 / (len(run) / RATE), -1)
+        for k, lo in enumerate(range(i, j, 50)):
+            hi = min(lo + 50, j)
+            if hi - lo < 20:
+                break
+            cut_off = hi == frames and hi - lo < 50
+            text = f" f{pitch:g}.{k}" + ("~" if cut_off else "")
+            words.append(DecodedWord(text, lo * FRAME / RATE, hi * FRAME / RATE, 0.9))
+        i = j
+    return words

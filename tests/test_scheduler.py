@@ -10,12 +10,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from streaming.audio import Samples
 from streaming.clock import ManualClock
-from streaming.engine import Decoded, DecodeOptions
+from streaming.engine import Clip, Decoded, DecodeOptions
 from streaming.errors import Overloaded
+from streaming.jobs import Job, JobKind
 from streaming.scheduler import DecodeFailed, DecodeQueue, Scheduler
-from streaming.session import Job, JobKind
 from tests.fakes import FINAL, PARTIAL
 
 _tickets = iter(range(1, 1_000_000))
@@ -28,9 +27,8 @@ def job(
         ticket=next(_tickets),
         kind=kind,
         session_id=session,
-        audio=np.zeros(1600, dtype=np.float32),
+        clip=Clip(np.zeros(1600, dtype=np.float32)),
         options=options or (FINAL if kind == "final" else PARTIAL),
-        utterance=0,
         start=0,
         stale_since=stale_since,
     )
@@ -165,7 +163,8 @@ class GatedEngine:
         self.batches: list[list[int]] = []
         self.fail_when = fail_when  # a batch holding audio of this length raises
 
-    def transcribe_batch(self, audios: Sequence[Samples], options: DecodeOptions) -> list[Decoded]:
+    def transcribe_batch(self, clips: Sequence[Clip], options: DecodeOptions) -> list[Decoded]:
+        audios = [clip.audio for clip in clips]
         self.entered.append([len(a) for a in audios])
         self.started.set()
         self.gate.acquire()
@@ -176,7 +175,7 @@ class GatedEngine:
 
 
 def sized_job(session: str, samples: int, kind: JobKind = "final") -> Job:
-    return replace(job(session, kind), audio=np.zeros(samples, dtype=np.float32))
+    return replace(job(session, kind), clip=Clip(np.zeros(samples, dtype=np.float32)))
 
 
 async def test_the_worker_batches_what_waits_while_it_is_busy() -> None:

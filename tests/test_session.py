@@ -10,8 +10,9 @@ import pytest
 
 from streaming.clock import ManualClock
 from streaming.config import Config, StreamConfig
+from streaming.jobs import Job
 from streaming.messages import ServerMessage
-from streaming.session import Job, Phase, Session, SessionSettings
+from streaming.session import Phase, Session, SessionSettings
 from streaming.vad import Segmenter
 from tests.fakes import RATE, TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 
@@ -40,7 +41,7 @@ class Harness:
             if not (run_jobs and self.pending):
                 return
             job = self.pending.pop(0)
-            decoded = self.engine.transcribe(job.audio, job.options)
+            decoded = self.engine.transcribe(job.clip, job.options)
             self.engine_jobs.append((job, decoded.text))
             self.session.receive_result(job.ticket, decoded)
 
@@ -85,10 +86,13 @@ def test_partials_follow_the_cadence_and_stop_when_the_utterance_closes() -> Non
     h.audio(np.concatenate([silence(0.5), tone(3.0)]))
     partials = h.of_type("partial")
     assert 4 <= len(partials) <= 7  # about one per 0.5 s of speech
-    texts = [p["segment"]["text"] for p in partials]  # type: ignore[index]
-    assert len(texts[-1]) >= len(texts[0])
+    # A partial shows the words not committed yet: the cut-off last one at least.
+    assert all(p["segment"]["text"].endswith("~") for p in partials)  # type: ignore[index]
     h.audio(silence(1.0))
-    assert len(h.of_type("segment")) == 1
+    # The 3 s of speech came as pieces of one sentence, committed while it was spoken.
+    pieces = h.of_type("segment")
+    assert len(pieces) > 1
+    assert [p["continues"] for p in pieces] == [False] + [True] * (len(pieces) - 1)  # type: ignore[typeddict-item]
     count = len(h.of_type("partial"))
     h.audio(silence(2.0))
     assert len(h.of_type("partial")) == count  # no partials in silence
@@ -232,7 +236,7 @@ def test_idle_timeout_ends_with_a_final_and_keepalive_holds_it_off() -> None:
 
 
 def test_a_model_failure_ends_the_stream_with_internal_error() -> None:
-    h = Harness(partial_interval=0)
+    h = Harness(partial_interval=0, eager_finals=False)
     h.audio(np.concatenate([tone(0.5), silence(0.5), tone(0.5)]), run_jobs=False)
     [job] = h.pending
     h.pending.clear()
@@ -282,21 +286,23 @@ def test_each_channel_of_a_multichannel_stream_is_its_own_speaker() -> None:
     h = Harness(stream=stream, partial_interval=0.5)
     # The agent speaks, then the customer, then both at once.
     agent = np.concatenate([silence(0.5), tone(1.0), silence(2.0), tone(1.0), silence(1.0)])
-    customer = np.concatenate([silence(2.0), tone(1.0), silence(0.5), tone(1.0), silence(1.0)])
+    customer = np.concatenate([silence(2.0), tone(1.0), silence(1.2), tone(1.0), silence(0.3)])
     h.audio(stereo(agent, customer), chunk_seconds=0.1)
     h.text({"type": "end"})
     segments = [m["segment"] for m in h.of_type("segment")]  # type: ignore[typeddict-item]
-    speakers = [(s["speaker"], s["start"]) for s in segments]
+    [final] = h.of_type("final")
+    listed = final["response"]["segments"]  # type: ignore[typeddict-item]
+    speakers = [(s["speaker"], s["start"]) for s in listed]
     assert {s for s, _ in speakers} == {"agent", "customer"}
     assert [s for s, _ in sorted(speakers, key=lambda x: x[1])] == ["agent", "customer", "agent", "customer"]
     for segment in segments:
         assert all(w["speaker"] == segment["speaker"] for w in segment["words"])
     partials = h.of_type("partial")
     assert {p["segment"]["speaker"] for p in partials} == {"agent", "customer"}  # type: ignore[typeddict-item]
-    [final] = h.of_type("final")
-    listed = final["response"]["segments"]  # type: ignore[typeddict-item]
     assert [s["start"] for s in listed] == sorted(s["start"] for s in listed)
-    assert sorted(map(str, listed)) == sorted(map(str, segments))
+    # The final joins each speaker's pieces into sentences: the same words, none lost or added.
+    sent = sorted(str(w) for s in segments for w in s["words"])
+    assert sorted(str(w) for s in listed for w in s["words"]) == sent
     words = final["response"]["word_segments"]  # type: ignore[typeddict-item]
     assert [w["start"] for w in words] == sorted(w["start"] for w in words)
     ready = h.sent[0]["config"]  # type: ignore[typeddict-item]

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from streaming.clock import ManualClock
 from streaming.config import Config, StreamConfig
 from streaming.errors import StreamingError
-from streaming.session import Job, Phase, Session, SessionSettings
+from streaming.jobs import Job
+from streaming.session import Phase, Session, SessionSettings
 from streaming.vad import Segmenter
 from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 
@@ -107,7 +108,7 @@ class Client:
         if fail:
             self.session.receive_failure(job.ticket, "scripted failure")
         else:
-            self.session.receive_result(job.ticket, self.engine.transcribe(job.audio, job.options))
+            self.session.receive_result(job.ticket, self.engine.transcribe(job.clip, job.options))
 
     def act(self, name: str, value: Any) -> None:
         session = self.session
@@ -181,7 +182,7 @@ def test_the_session_survives_any_client(script: list[tuple[str, Any]]) -> None:
         assert session.close_code == session.error.close_code
 
     # Each stretch of the stream is decoded once: final jobs are disjoint and in order.
-    spans = [(job.start, job.start + len(job.audio)) for job in client.finals]
+    spans = [(job.start, job.start + len(job.clip.audio)) for job in client.finals]
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
     if client.gone:

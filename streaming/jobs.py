@@ -1,0 +1,49 @@
+"""A decode a session asks for: below both the session, which makes them, and the scheduler,
+which runs them (so the scheduler never imports the session)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from streaming.engine import Clip, DecodeOptions
+
+JobKind = Literal["final", "partial"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A decode the session needs: its result comes back through ``receive_result(ticket)``.
+
+    ``final`` decodes a closed utterance (or, ``speculative``, one whose trailing pause has
+    begun: an eager final, thrown away if speech resumes). ``partial`` decodes the open
+    utterance so far: its words may be committed (agreed, or old enough) and the rest shown.
+    An ``urgent`` partial would commit words that reach their time bound: it is queued with
+    the finals and never shed."""
+
+    ticket: int
+    kind: JobKind
+    session_id: str
+    clip: Clip
+    options: DecodeOptions
+    start: int  # stream sample of clip.audio[0]
+    # Clock time since which the stream's captions show nothing newer: the last partial sent,
+    # or the end of the previous utterance. Under load, the stalest partial is decoded first.
+    stale_since: float = 0.0
+    track: int = 0  # which channel of a multichannel stream
+    urgent: bool = False
+    speculative: bool = False
+
+    @property
+    def stream_key(self) -> tuple[str, int]:
+        """One waiting partial per (session, channel)."""
+        return (self.session_id, self.track)
+
+    @property
+    def first_class(self) -> bool:
+        """Queued with the finals: first, in order, never shed (but a speculative one may be)."""
+        return self.kind == "final" or self.urgent
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.clip.audio)

@@ -1,0 +1,453 @@
+"""One speaker's channel of a stream: what it heard, what it committed, and what to decode next.
+
+The VAD utterance is not the unit of everything here. Three things are kept apart:
+
+- **what is decoded**: the channel's recent audio, from the first committed word that still
+  fits the encoder window (the window is paid for whatever it holds) to the end of the new
+  speech, with the committed text of that stretch forced on the decoder as a prefix. A
+  sentence cut at a pause goes on with its own case and punctuation, and only the words after
+  the prefix come back.
+- **what is committed**: a word becomes final when two consecutive decodes of the growing
+  utterance agree on it (LocalAgreement), when it is older than the commit bound allows, or
+  when its utterance ends, whichever comes first. A committed word is never revised.
+- **what is shown**: the session groups committed words into sentences (:class:`Piece`, with
+  ``continues``); a partial shows the words not committed yet.
+
+A track runs one decode at a time: each depends on what the one before committed. Closed
+utterances go first, then an eager final (when a pause begins; kept if the pause ends the
+utterance, thrown away if speech resumes), then a partial of the open utterance.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from streaming.audio import Samples
+from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
+from streaming.context import repeats_itself
+from streaming.engine import Clip, Decoded
+from streaming.jobs import Job, JobKind
+from streaming.messages import Word
+from streaming.vad import Segmenter, Utterance
+
+# A partial is not worth a decode until the open utterance has grown this much.
+MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
+# Audio kept before the first context word, for its onset.
+CONTEXT_LEAD = SAMPLE_RATE // 10
+_EMPTY: Samples = np.zeros(0, dtype=np.float32)
+_NORMAL = re.compile(r"[^\w']+")
+
+
+@dataclass(frozen=True, slots=True)
+class Spoken:
+    """A decoded word in stream samples, with its text as the model wrote it (leading space
+    included: the prefix is rebuilt from these, so spacing and scripts without spaces survive)."""
+
+    raw: str
+    start: int
+    end: int
+    probability: float
+
+    @property
+    def key(self) -> str:
+        """What two decodes must agree on: the word, without case or punctuation."""
+        return _NORMAL.sub("", self.raw.lower())
+
+    def word(self) -> Word:
+        return Word(text=self.raw.strip(), start=self.start, end=self.end, probability=self.probability)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSettings:
+    """How a track decides (defaults live in :class:`~streaming.config.Config`)."""
+
+    max_decode: int  # samples: the longest clip that fits the encoder window with its margin
+    commit_bound: float  # seconds a spoken word may wait for its commit
+    partial_interval: float  # seconds between partials; 0: none
+    eager_finals: bool
+
+    @property
+    def force_age(self) -> int:
+        """Samples after which a word is committed by a partial, agreed or not: the next
+        partial (one interval, plus its decode) would come too late for the bound."""
+        seconds = self.commit_bound - self.partial_interval - 0.3
+        return round(max(seconds, 0.2) * SAMPLE_RATE)
+
+
+class History:
+    """The channel's recent audio, in the chunks it arrived in (no copy per frame)."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[tuple[int, Samples]] = deque()
+        self.start = 0  # stream sample of the first kept sample
+        self.end = 0
+
+    def append(self, samples: Samples) -> None:
+        if len(samples):
+            self._chunks.append((self.end, samples))
+            self.end += len(samples)
+
+    def slice(self, lo: int, hi: int) -> Samples:
+        lo = max(lo, self.start)
+        parts = [
+            chunk[max(lo - at, 0) : hi - at] for at, chunk in self._chunks if at < hi and at + len(chunk) > lo
+        ]
+        return np.concatenate(parts) if parts else _EMPTY
+
+    def trim(self, keep_from: int) -> None:
+        """Forget whole chunks that end before ``keep_from``."""
+        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= keep_from:
+            self._chunks.popleft()
+        self.start = self._chunks[0][0] if self._chunks else self.end
+
+    @property
+    def samples(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class _Eager:
+    """An eager final: decoded from the start of a pause, standing for the utterance that the
+    pause will close, unless speech resumes first."""
+
+    ticket: int
+    silence_start: int
+    decoded: Decoded | None = None
+    utterance: Utterance | None = None  # set once the pause closed it
+    start: int = 0
+
+
+@dataclass
+class Outcome:
+    """What a decode result changed: words committed, and the uncommitted rest to show."""
+
+    committed: list[Spoken] = field(default_factory=list)
+    partial: list[Spoken] | None = None  # None: nothing new to show
+    partial_span: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class TrackStats:
+    eager_used: int = 0
+    eager_discarded: int = 0  # speech resumed, or the decode was shed under load
+    forced: int = 0  # words committed by the time bound rather than by agreement
+    agreed: int = 0
+    context_resets: int = 0
+
+
+class Track:
+    """One channel's decoding state (see the module's docstring)."""
+
+    def __init__(
+        self, index: int, speaker: str | None, segmenter: Segmenter, settings: TrackSettings, now: float
+    ) -> None:
+        self.index = index
+        self.speaker = speaker
+        self.segmenter = segmenter
+        self.settings = settings
+        self.history = History()
+        self.context: deque[Spoken] = deque()  # committed words that may still prefix a decode
+        self.committed_until = 0  # stream sample: everything before it is committed
+        self.waiting: deque[Utterance] = deque()  # closed, not yet decoding
+        self.in_flight: tuple[Job, Utterance | None] | None = None
+        self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
+        self.eager: _Eager | None = None
+        self.last_partial_at = now
+        self.last_partial_size = 0
+        self.shown_at = now
+        self.stats = TrackStats()
+
+    # ------------------------------------------------------------------ audio
+
+    def push(self, samples: Samples, now: float) -> None:
+        self.history.append(samples)
+        for utterance in self.segmenter.push(samples):
+            self.close(utterance, now)
+        eager = self.eager
+        if (
+            eager is not None
+            and eager.utterance is None
+            and self.segmenter.silence_start != eager.silence_start
+        ):
+            self._drop_eager()  # speech resumed: the pause did not end the utterance
+        self._trim()
+
+    def cut(self, now: float) -> None:
+        """Close the open utterance now (finalize, end of stream). Cut in a pause, it is the
+        utterance an eager final was decoded for: nothing was said since."""
+        pause = self.segmenter.silence_start
+        utterance = self.segmenter.cut()
+        eager = self.eager
+        if (
+            utterance is not None
+            and eager is not None
+            and eager.utterance is None
+            and pause == eager.silence_start
+        ):
+            utterance = replace(utterance, silence_start=pause)
+        self.close(utterance, now)
+
+    def close(self, utterance: Utterance | None, now: float) -> None:
+        if utterance is None:
+            if self.segmenter.open_start is None and self.eager is not None and self.eager.utterance is None:
+                self._drop_eager()  # the utterance was too short to keep
+            return
+        self.last_partial_size = 0
+        self.shown_at = now
+        eager = self.eager
+        if eager is not None and eager.utterance is None:
+            if utterance.silence_start == eager.silence_start:
+                eager.utterance = utterance
+                return
+            self._drop_eager()
+        self.waiting.append(utterance)
+
+    @property
+    def busy(self) -> bool:
+        """A decode is in flight, or closed utterances wait for theirs."""
+        eager_closed = self.eager is not None and self.eager.utterance is not None
+        return self.in_flight is not None or bool(self.waiting) or eager_closed
+
+    def waiting_samples(self) -> int:
+        total = sum(len(u.audio) for u in self.waiting)
+        if self.in_flight is not None and self.in_flight[1] is not None:
+            total += len(self.in_flight[1].audio)
+        return total
+
+    def buffered_samples(self) -> int:
+        return self.waiting_samples() + self.segmenter.open_samples
+
+    def clear(self) -> None:
+        self.waiting.clear()
+        self.in_flight = None
+        self.eager = None
+
+    # ------------------------------------------------------------------ what to decode
+
+    def next_job(self, now: float, *, partials: bool) -> tuple[JobKind, Clip, int, bool, bool] | None:
+        """The decode due now, if any: (kind, clip, its start sample, urgent, speculative)."""
+        if self.in_flight is not None:
+            return None
+        eager = self.eager
+        if eager is not None and eager.utterance is not None and eager.decoded is None:
+            return None  # its eager final is still in the scheduler's hands
+        if self.waiting:
+            clip, start = self._clip(self.waiting[0].end, self.waiting[0].start)
+            return ("final", clip, start, False, False)
+        segmenter = self.segmenter
+        open_start = segmenter.open_start
+        if open_start is None:
+            return None
+        if segmenter.silence_start is not None:
+            # A pause adds no words, and may end the utterance: decode its final now.
+            if self.settings.eager_finals and eager is None and self._uncommitted_speech():
+                clip, start = self._clip(segmenter.received, open_start)
+                return ("final", clip, start, False, True)
+            return None
+        if not partials or segmenter.open_samples < self.last_partial_size + MIN_PARTIAL_GROWTH:
+            return None
+        if now < self.last_partial_at + self.settings.partial_interval:
+            return None
+        clip, start = self._clip(segmenter.received, open_start)
+        return ("partial", clip, start, self._urgent(), False)
+
+    def partial_due_at(self, *, partials: bool) -> float | None:
+        """When the cadence next allows a partial (None: none is wanted now)."""
+        segmenter = self.segmenter
+        if not partials or self.in_flight is not None or self.waiting or segmenter.open_start is None:
+            return None
+        if segmenter.silence_start is not None:
+            return None
+        if segmenter.open_samples < self.last_partial_size + MIN_PARTIAL_GROWTH:
+            return None
+        return self.last_partial_at + self.settings.partial_interval
+
+    def started(self, job: Job, now: float) -> None:
+        if job.speculative:
+            self.eager = _Eager(job.ticket, self.segmenter.silence_start or 0, start=job.start)
+            self.in_flight = (job, None)
+        elif job.kind == "final":
+            self.in_flight = (job, self.waiting.popleft())
+        else:
+            self.in_flight = (job, None)
+            self.last_partial_at = now
+            self.last_partial_size = self.segmenter.open_samples
+
+    def _uncommitted_speech(self) -> bool:
+        return any(hi > self.committed_until for _, hi in self.segmenter.speech_ranges())
+
+    def _urgent(self) -> bool:
+        """Would this partial commit a word that reaches its bound? Then it must not be shed."""
+        received = self.segmenter.received
+        if self.hypothesis:
+            return received - self.hypothesis[0].end >= self.settings.force_age
+        speech = [lo for lo, hi in self.segmenter.speech_ranges() if hi > self.committed_until]
+        bound = round(self.settings.commit_bound * SAMPLE_RATE)
+        return bool(speech) and received - max(speech[0], self.committed_until) >= bound
+
+    def _clip(self, end: int, new_start: int) -> tuple[Clip, int]:
+        """The audio to decode up to ``end``: the committed words that fit the window before it
+        (as the prefix), then everything not committed."""
+        floor = max(end - self.settings.max_decode, self.history.start)
+        context = [w for w in self.context if w.start >= floor + CONTEXT_LEAD]
+        prefix = "".join(w.raw for w in context)
+        if context and repeats_itself(prefix):
+            # A loop in the committed text would feed itself through the prefix.
+            self.context.clear()
+            self.stats.context_resets += 1
+            context, prefix = [], ""
+        if context:
+            start = context[0].start - CONTEXT_LEAD
+            before = [w.end for w in self.context if w.end <= context[0].start]
+            if before:
+                start = max(start, before[-1])
+        else:
+            start = max(new_start, self.committed_until, floor)
+        start = max(start, self.history.start)
+        return Clip(self.history.slice(start, end), prefix.strip()), start
+
+    # ------------------------------------------------------------------ results
+
+    def on_result(self, job: Job, decoded: Decoded) -> Outcome:
+        """A decode of this track came back."""
+        assert self.in_flight is not None
+        assert self.in_flight[0].ticket == job.ticket
+        _, utterance = self.in_flight
+        self.in_flight = None
+        if job.speculative:
+            eager = self.eager
+            if eager is None or eager.ticket != job.ticket:
+                return Outcome()  # speech resumed meanwhile
+            eager.decoded = decoded
+            if eager.utterance is None:
+                return Outcome()  # the pause goes on: held until it closes the utterance
+            return self.take_eager()
+        if job.kind == "final":
+            assert utterance is not None
+            committed = self._commit(self._spoken(job, decoded, utterance.speech))
+            self._after_final(utterance)
+            return Outcome(committed=committed)
+        if self.waiting or self.segmenter.open_start is None:
+            return Outcome()  # the utterance closed meanwhile: its final supersedes this
+        return self._on_partial(job, decoded)
+
+    def take_eager(self) -> Outcome:
+        """Commit an eager final whose pause closed the utterance."""
+        eager = self.eager
+        if eager is None or eager.utterance is None or eager.decoded is None:
+            return Outcome()
+        self.eager = None
+        self.stats.eager_used += 1
+        utterance = eager.utterance
+        words = [
+            w
+            for w in _spoken_words(eager.decoded, eager.start)
+            if _overlaps(w, utterance.speech) and (w.start + w.end) // 2 >= self.committed_until
+        ]
+        committed = self._commit(words)
+        self._after_final(utterance)
+        return Outcome(committed=committed)
+
+    def on_lost(self, job: Job) -> Utterance | None:
+        """The decode failed or was shed. A lost eager final falls back to a plain final; a
+        lost final's utterance is returned (it cannot be transcribed)."""
+        if self.in_flight is None or self.in_flight[0].ticket != job.ticket:
+            return None
+        _, utterance = self.in_flight
+        self.in_flight = None
+        if job.speculative:
+            eager, self.eager = self.eager, None
+            self.stats.eager_discarded += 1
+            if eager is not None and eager.ticket == job.ticket and eager.utterance is not None:
+                self.waiting.appendleft(eager.utterance)
+            return None
+        return utterance if job.kind == "final" else None
+
+    def _on_partial(self, job: Job, decoded: Decoded) -> Outcome:
+        words = self._spoken(job, decoded, self.segmenter.speech_ranges())
+        agreed = 0
+        for old, new in zip(self.hypothesis, words, strict=False):
+            if old.key != new.key:
+                break
+            agreed += 1
+        forced = agreed
+        while forced < len(words) and job.end - words[forced].end >= self.settings.force_age:
+            forced += 1
+        self.stats.agreed += agreed
+        self.stats.forced += forced - agreed
+        committed = self._commit(words[:forced])
+        self.hypothesis = words[forced:]
+        return Outcome(
+            committed=committed, partial=self.hypothesis, partial_span=(self.committed_until, job.end)
+        )
+
+    def _spoken(self, job: Job, decoded: Decoded, speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
+        """The new words in stream time, kept only where the VAD heard speech and after what
+        is committed (a word aligned over committed audio would be said twice)."""
+        return [
+            w
+            for w in _spoken_words(decoded, job.start)
+            if _overlaps(w, speech) and (w.start + w.end) // 2 >= self.committed_until
+        ]
+
+    def _commit(self, words: list[Spoken]) -> list[Spoken]:
+        out = []
+        for w in words:
+            start = max(w.start, self.committed_until)
+            kept = Spoken(w.raw, start, max(w.end, start), w.probability)
+            out.append(kept)
+            self.context.append(kept)
+            self.committed_until = kept.end
+        return out
+
+    def _after_final(self, utterance: Utterance) -> None:
+        """Everything up to a closed utterance's end is committed, words or not."""
+        self.committed_until = max(self.committed_until, utterance.end)
+        self.hypothesis = []
+        self._trim()
+
+    def _trim(self) -> None:
+        """Keep the audio a decode may still need: the context window before the oldest
+        decode to come, and every sample not committed yet."""
+        ends = [self.segmenter.received, *(u.end for u in self.waiting)]
+        starts = [u.start for u in self.waiting]
+        if self.eager is not None and self.eager.utterance is not None:
+            ends.append(self.eager.utterance.end)
+            starts.append(self.eager.utterance.start)
+        if self.segmenter.open_start is not None:
+            starts.append(self.segmenter.open_start)
+        floor = min(ends) - self.settings.max_decode
+        while self.context and self.context[0].start < floor + CONTEXT_LEAD:
+            self.context.popleft()  # it can no longer fit a decode's window
+        # Without context, only what the segmenter still holds can start an utterance.
+        keep_from = floor if self.context else self.segmenter.received - self.segmenter.buffered
+        self.history.trim(min([keep_from, *starts]))
+
+    def _drop_eager(self) -> None:
+        eager = self.eager
+        self.eager = None
+        if eager is not None:
+            self.stats.eager_discarded += 1
+            if eager.utterance is not None:
+                self.waiting.appendleft(eager.utterance)
+
+
+def _spoken_words(decoded: Decoded, start: int) -> list[Spoken]:
+    return [
+        Spoken(
+            raw=w.text,
+            start=start + round(w.start * SAMPLE_RATE),
+            end=start + round(w.end * SAMPLE_RATE),
+            probability=w.probability,
+        )
+        for w in decoded.words
+        if w.text.strip()
+    ]
+
+
+def _overlaps(word: Spoken, speech: tuple[tuple[int, int], ...]) -> bool:
+    return any(word.start < hi and word.end > lo for lo, hi in speech)

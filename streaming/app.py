@@ -321,6 +321,8 @@ async def _serve(websocket: WebSocket, found: Services, new_session: Callable[[]
         lifecycle.closed(session.id)
         error = session.error.code if session.error else ""
         found.metrics.closed.labels(str(session.close_code or 1006), error).inc()
+        stats = session.track_stats
+        found.metrics.stream_closed(sum(t.eager_used for t in stats), sum(t.eager_discarded for t in stats))
 
 
 def _http_error(exc: StreamingError, status: int) -> JSONResponse:

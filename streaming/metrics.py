@@ -23,10 +23,14 @@ class _Live(Collector):
     """Gauges and counters read from the running service at each scrape."""
 
     def __init__(
-        self, sessions: Callable[[], tuple[int, int]], stats: Callable[[], SchedulerStats | None]
+        self,
+        sessions: Callable[[], tuple[int, int]],
+        stats: Callable[[], SchedulerStats | None],
+        eager: dict[str, int],
     ) -> None:
         self._sessions = sessions
         self._stats = stats
+        self._eager = eager
 
     def collect(self) -> Iterator[Metric]:
         open_, limit = self._sessions()
@@ -61,6 +65,16 @@ class _Live(Collector):
         yield CounterMetricFamily(
             "streaming_decode_failures", "decodes the model raised on", value=stats.failures
         )
+        eager = CounterMetricFamily(
+            "streaming_eager_finals",
+            "finals decoded when a pause began: used, discarded (speech resumed, or words missed), "
+            "or shed under load (the utterance was decoded when it closed)",
+            labels=["outcome"],
+        )
+        eager.add_metric(["used"], self._eager["used"])
+        eager.add_metric(["discarded"], self._eager["discarded"])
+        eager.add_metric(["shed"], stats.eager_shed)
+        yield eager
         queued = GaugeMetricFamily("streaming_queued", "decodes waiting for the model", labels=["kind"])
         queued.add_metric(["final"], stats.queued_finals)
         queued.add_metric(["partial"], stats.queued_partials)
@@ -73,7 +87,9 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # RSS, CPU seconds, open file descriptors
-        self.registry.register(_Live(sessions, stats))
+        # Eager finals of closed streams, added by :meth:`stream_closed`.
+        self._eager = {"used": 0, "discarded": 0}
+        self.registry.register(_Live(sessions, stats, self._eager))
         self.refused = Counter(
             "streaming_refused",
             "streams refused before any audio, by error code",
@@ -86,6 +102,10 @@ class Metrics:
             ["close_code", "error"],
             registry=self.registry,
         )
+
+    def stream_closed(self, eager_used: int, eager_discarded: int) -> None:
+        self._eager["used"] += eager_used
+        self._eager["discarded"] += eager_discarded
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -36,8 +36,16 @@ from streaming.vad import Segmenter, Utterance
 
 # A partial is not worth a decode until the open utterance has grown this much.
 MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
+# A word two partials agree on is committed once it is this far from the clip's end: greedy
+# partials are least sure of their newest words (5-minute LJ file, paced: WER 0.071 committing
+# every agreed word, 0.067 with this age; beam-5 partials 0.063 at about a fifth more compute).
+AGREE_AGE = round(0.3 * SAMPLE_RATE)
 # Audio kept before the first context word, for its onset.
 CONTEXT_LEAD = SAMPLE_RATE // 10
+# Speech an eager final may leave unworded before the pause: the last word's aligned end
+# falls up to 0.45 s before the VAD's first silent window when nothing was missed (long
+# numbers such as "1465." most), and 0.8 s or more when a word was (the 5-minute LJ file).
+UNHEARD_TAIL = round(0.5 * SAMPLE_RATE)
 _EMPTY: Samples = np.zeros(0, dtype=np.float32)
 _NORMAL = re.compile(r"[^\w']+")
 
@@ -151,11 +159,16 @@ class Track:
         self.settings = settings
         self.history = History()
         self.context: deque[Spoken] = deque()  # committed words that may still prefix a decode
-        self.committed_until = 0  # stream sample: everything before it is committed
+        self.committed_until = 0  # stream sample: the end of the last committed word
+        # Speech of closed utterances that no committed word covers yet: a decode that ends at
+        # a pause can miss the last words (Whisper drops words at a clip's abrupt end), so the
+        # audio is not given up; the next decode, prefixed with what was committed, hears it.
+        self.pending_speech: list[tuple[int, int]] = []
         self.waiting: deque[Utterance] = deque()  # closed, not yet decoding
         self.in_flight: tuple[Job, Utterance | None] | None = None
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
         self.eager: _Eager | None = None
+        self._eager_lost: int | None = None  # the pause whose eager final was shed: no retry
         self.last_partial_at = now
         self.last_partial_size = 0
         self.shown_at = now
@@ -244,7 +257,8 @@ class Track:
             return None
         if segmenter.silence_start is not None:
             # A pause adds no words, and may end the utterance: decode its final now.
-            if self.settings.eager_finals and eager is None and self._uncommitted_speech():
+            wanted = self.settings.eager_finals and segmenter.silence_start != self._eager_lost
+            if wanted and eager is None and self._uncommitted_speech():
                 clip, start = self._clip(segmenter.received, open_start)
                 return ("final", clip, start, False, True)
             return None
@@ -292,8 +306,9 @@ class Track:
     def _clip(self, end: int, new_start: int) -> tuple[Clip, int]:
         """The audio to decode up to ``end``: the committed words that fit the window before it
         (as the prefix), then everything not committed."""
-        floor = max(end - self.settings.max_decode, self.history.start)
-        context = [w for w in self.context if w.start >= floor + CONTEXT_LEAD]
+        window = end - self.settings.max_decode
+        floor = max(window, self.history.start)
+        context = [w for w in self.context if w.start - CONTEXT_LEAD >= window and w.start >= floor]
         prefix = "".join(w.raw for w in context)
         if context and repeats_itself(prefix):
             # A loop in the committed text would feed itself through the prefix.
@@ -306,7 +321,8 @@ class Track:
             if before:
                 start = max(start, before[-1])
         else:
-            start = max(new_start, self.committed_until, floor)
+            unheard = [lo for lo, _ in self.pending_speech]
+            start = max(min([new_start, *unheard]), self.committed_until, floor)
         start = max(start, self.history.start)
         return Clip(self.history.slice(start, end), prefix.strip()), start
 
@@ -341,13 +357,16 @@ class Track:
         if eager is None or eager.utterance is None or eager.decoded is None:
             return Outcome()
         self.eager = None
-        self.stats.eager_used += 1
         utterance = eager.utterance
-        words = [
-            w
-            for w in _spoken_words(eager.decoded, eager.start)
-            if _overlaps(w, utterance.speech) and (w.start + w.end) // 2 >= self.committed_until
-        ]
+        words = self._heard(_spoken_words(eager.decoded, eager.start), utterance.speech)
+        heard_until = words[-1].end if words else self.committed_until
+        if eager.silence_start - heard_until > UNHEARD_TAIL:
+            # Decoded from the first silent window, the clip ends abruptly, and Whisper can drop
+            # the last words of such a clip: decode the closed utterance, trailing pause and all.
+            self.stats.eager_discarded += 1
+            self.waiting.appendleft(utterance)
+            return Outcome()
+        self.stats.eager_used += 1
         committed = self._commit(words)
         self._after_final(utterance)
         return Outcome(committed=committed)
@@ -362,6 +381,7 @@ class Track:
         if job.speculative:
             eager, self.eager = self.eager, None
             self.stats.eager_discarded += 1
+            self._eager_lost = eager.silence_start if eager is not None else None
             if eager is not None and eager.ticket == job.ticket and eager.utterance is not None:
                 self.waiting.appendleft(eager.utterance)
             return None
@@ -371,7 +391,7 @@ class Track:
         words = self._spoken(job, decoded, self.segmenter.speech_ranges())
         agreed = 0
         for old, new in zip(self.hypothesis, words, strict=False):
-            if old.key != new.key:
+            if old.key != new.key or job.end - new.end < AGREE_AGE:
                 break
             agreed += 1
         forced = agreed
@@ -386,13 +406,13 @@ class Track:
         )
 
     def _spoken(self, job: Job, decoded: Decoded, speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
-        """The new words in stream time, kept only where the VAD heard speech and after what
-        is committed (a word aligned over committed audio would be said twice)."""
-        return [
-            w
-            for w in _spoken_words(decoded, job.start)
-            if _overlaps(w, speech) and (w.start + w.end) // 2 >= self.committed_until
-        ]
+        return self._heard(_spoken_words(decoded, job.start), speech)
+
+    def _heard(self, words: list[Spoken], speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
+        """The new words kept only where the VAD heard speech not yet covered, and after what is
+        committed (a word aligned over committed audio would be said twice)."""
+        heard = (*self.pending_speech, *speech)
+        return [w for w in words if _overlaps(w, heard) and (w.start + w.end) // 2 >= self.committed_until]
 
     def _commit(self, words: list[Spoken]) -> list[Spoken]:
         out = []
@@ -402,11 +422,17 @@ class Track:
             out.append(kept)
             self.context.append(kept)
             self.committed_until = kept.end
+        self.pending_speech = [
+            (max(lo, self.committed_until), hi) for lo, hi in self.pending_speech if hi > self.committed_until
+        ]
         return out
 
     def _after_final(self, utterance: Utterance) -> None:
-        """Everything up to a closed utterance's end is committed, words or not."""
-        self.committed_until = max(self.committed_until, utterance.end)
+        """An utterance is decoded: its speech past the last committed word stays pending."""
+        merged = [*self.pending_speech, *utterance.speech]
+        self.pending_speech = [
+            (max(lo, self.committed_until), hi) for lo, hi in merged if hi > self.committed_until
+        ]
         self.hypothesis = []
         self._trim()
 
@@ -423,6 +449,9 @@ class Track:
         floor = min(ends) - self.settings.max_decode
         while self.context and self.context[0].start < floor + CONTEXT_LEAD:
             self.context.popleft()  # it can no longer fit a decode's window
+        # Speech no decode could reach any more is given up (a decode heard no words in it).
+        self.pending_speech = [(max(lo, floor), hi) for lo, hi in self.pending_speech if hi > floor]
+        starts += [lo for lo, _ in self.pending_speech]
         # Without context, only what the segmenter still holds can start an utterance.
         keep_from = floor if self.context else self.segmenter.received - self.segmenter.buffered
         self.history.trim(min([keep_from, *starts]))

@@ -92,9 +92,9 @@ def test_each_channel_is_its_own_speaker(
         validate_message(message)
     assert result.messages[0]["config"]["speakers"] == list(SPEAKERS)
     check_call(result.final, entry)
-    # Segments arrive in the order their utterances end, each with its speaker.
-    sent = [m["segment"] for m in result.messages if m["type"] == "segment"]
-    assert sorted(map(json.dumps, sent)) == sorted(map(json.dumps, result.final["response"]["segments"]))
+    # Every word sent is in the final, with its speaker, and nothing else is.
+    sent = [w for m in result.messages if m["type"] == "segment" for w in m["segment"]["words"]]
+    assert sorted(map(json.dumps, sent)) == sorted(map(json.dumps, result.final["response"]["word_segments"]))
 
 
 def test_the_interleaver_lines_tracks_up_by_timestamp() -> None:

@@ -1,0 +1,176 @@
+"""The commit rule, sans-I/O: a scripted engine that keeps the real one's contract (words read
+off the audio, a prefix skips the words it covers, a word cut off by the clip's end is heard
+wrong), scripted VAD scores and a manual clock. Stream time equals clock time here."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from streaming.config import StreamConfig
+from tests.fakes import RATE, heard_words, silence, tone
+from tests.test_session import Harness
+
+
+def talk(*pitches: float, word: float = 1.0, gap: float = 0.1) -> np.ndarray:
+    """Speech with no pause the VAD takes: runs of distinct pitch, ``gap`` apart."""
+    parts = []
+    for pitch in pitches:
+        parts += [tone(word, freq=pitch), silence(gap)]
+    return np.concatenate(parts)
+
+
+def committed(h: Harness) -> list[tuple[str, float, float]]:
+    return [
+        (w["word"], w["start"], w["end"])
+        for m in h.of_type("segment")
+        for w in m["segment"]["words"]  # type: ignore[typeddict-item]
+    ]
+
+
+def expected(audio: np.ndarray) -> list[str]:
+    return [w.text.strip().rstrip("~") for w in heard_words(audio)]
+
+
+def run_with_arrivals(h: Harness, audio: np.ndarray) -> list[tuple[float, float]]:
+    """Stream ``audio`` and return (word end, arrival time of its segment) for every word."""
+    out: list[tuple[float, float]] = []
+    step = int(0.1 * RATE)
+    seen = 0
+    for i in range(0, len(audio), step):
+        h.audio(audio[i : i + step])
+        segments = h.of_type("segment")
+        for m in segments[seen:]:
+            out += [(w["end"], h.clock.now()) for w in m["segment"]["words"]]  # type: ignore[typeddict-item]
+        seen = len(segments)
+    return out
+
+
+def test_speech_with_no_pause_gets_every_word_within_the_bound() -> None:
+    h = Harness(partial_interval=0.5, commit_bound=1.5, max_utterance=30.0)
+    speech = talk(200, 300, 400, 500, 600, 700, word=0.5, gap=0.1)  # 3.6 s, no pause
+    arrivals = run_with_arrivals(h, np.concatenate([speech, silence(1.0)]))
+    assert arrivals, "nothing was committed"
+    waits = [arrived - end for end, arrived in arrivals]
+    # The bound, plus the 0.1 s granularity at which this harness delivers audio.
+    assert max(waits) <= 1.5 + 0.1, waits
+    # Words were committed while the speech went on, not only at its end.
+    assert min(arrived for _, arrived in arrivals) < len(speech) / RATE
+
+
+def test_no_word_is_committed_twice_lost_or_revised_across_cuts_and_pauses() -> None:
+    # Pauses that end utterances, a pause too short to, and a run longer than the VAD's 4 s
+    # longest utterance (the scripted setting), which is cut at its quietest point.
+    audio = np.concatenate(
+        [
+            talk(220, 330, word=0.8),
+            silence(0.6),
+            talk(440, word=1.2),
+            silence(0.15),
+            talk(550, 660, 770, 880, word=1.1, gap=0.05),
+            silence(0.8),
+        ]
+    )
+    h = Harness(partial_interval=0.5)
+    h.audio(audio)
+    h.text({"type": "end"})
+    words = committed(h)
+    texts = [w for w, _, _ in words]
+    assert texts == expected(audio)
+    assert all(not w.endswith("~") for w in texts)  # no misheard, cut-off word was committed
+    starts = [s for _, s, _ in words]
+    assert starts == sorted(starts)
+    assert all(a[2] <= b[1] for a, b in itertools.pairwise(words))  # no overlap
+    # The final holds exactly the words sent, in order: nothing revised.
+    [final] = h.of_type("final")
+    assert [w["word"] for w in final["response"]["word_segments"]] == texts  # type: ignore[typeddict-item]
+
+
+def test_a_word_two_partials_agree_on_is_committed_before_its_utterance_ends() -> None:
+    h = Harness(partial_interval=0.5, commit_bound=10.0)  # no time bound: agreement only
+    h.audio(talk(220, word=2.5))
+    assert h.of_type("segment"), "agreed words were not committed"
+    assert h.session.track_stats[0].agreed > 0
+    assert h.session.track_stats[0].forced == 0
+
+
+def test_each_decode_is_prefixed_with_the_committed_text_of_its_audio() -> None:
+    h = Harness(partial_interval=0)
+    h.audio(np.concatenate([talk(220, word=0.8), silence(0.5), talk(330, word=0.8), silence(0.6)]))
+    first, second = h.engine.clips[0], h.engine.clips[-1]
+    assert first.prefix == ""
+    # The second utterance is decoded with the first one's audio and words before it.
+    assert second.prefix == "f220.0 f220.1"
+    assert len(second.audio) > len(first.audio)
+    assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1", "f330.0", "f330.1"]
+
+
+def test_an_eager_final_stands_for_the_utterance_its_pause_closes() -> None:
+    h = Harness(partial_interval=0)
+    h.audio(np.concatenate([talk(220, word=1.0), silence(0.1)]))
+    [eager] = [clip for clip in h.engine.clips]
+    assert h.of_type("segment") == []  # decoded, held until the pause is confirmed
+    h.audio(silence(0.5))
+    assert len(h.engine.clips) == 1  # no second decode once the pause closed the utterance
+    assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1"]
+    assert h.session.track_stats[0].eager_used == 1
+    assert len(eager.audio) < len(h.engine.clips[0].audio) + 1
+
+
+def test_an_eager_final_is_thrown_away_when_speech_resumes() -> None:
+    h = Harness(partial_interval=0)
+    # A pause shorter than the 0.3 s that ends an utterance: the eager final is wrong.
+    audio = np.concatenate([talk(220, word=1.0), silence(0.2), talk(330, word=1.0), silence(0.6)])
+    h.audio(audio)
+    stats = h.session.track_stats[0]
+    assert stats.eager_discarded >= 1
+    assert stats.eager_used == 1
+    assert [w for w, _, _ in committed(h)] == expected(audio)
+
+
+def test_an_eager_final_shed_under_load_falls_back_to_a_plain_final() -> None:
+    h = Harness(partial_interval=0)
+    h.audio(np.concatenate([talk(220, word=1.0), silence(0.1)]), run_jobs=False)
+    [job] = h.pending
+    assert job.speculative
+    h.pending.clear()
+    h.session.receive_failure(job.ticket, "superseded")  # what a shed job resolves to
+    h.audio(silence(0.5))
+    assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1"]
+    assert not h.engine_jobs[-1][0].speculative
+
+
+def test_no_eager_finals_when_they_are_off() -> None:
+    h = Harness(partial_interval=0, eager_finals=False)
+    h.audio(np.concatenate([talk(220, word=1.0), silence(0.6)]))
+    assert [job.speculative for job, _ in h.engine_jobs] == [False]
+
+
+def test_pieces_of_a_sentence_are_joined_in_the_final_and_a_real_pause_ends_it() -> None:
+    h = Harness(partial_interval=0, sentence_pause=1.0)
+    h.audio(
+        np.concatenate(
+            [talk(220, word=0.8), silence(0.5), talk(330, word=0.8), silence(1.5), talk(440), silence(0.6)]
+        )
+    )
+    h.text({"type": "end"})
+    pieces = h.of_type("segment")
+    assert [p["continues"] for p in pieces] == [False, True, False]  # type: ignore[typeddict-item]
+    [final] = h.of_type("final")
+    texts = [s["text"] for s in final["response"]["segments"]]  # type: ignore[typeddict-item]
+    assert texts == ["f220.0 f220.1 f330.0 f330.1", "f440.0 f440.1"]
+
+
+def test_channels_commit_on_their_own() -> None:
+    stream = StreamConfig(encoding="pcm_f32le", channels=2, multichannel=True)
+    h = Harness(stream=stream, partial_interval=0.5)
+    left = np.concatenate([talk(220, 330, word=1.0), silence(1.0)])
+    right = np.concatenate([silence(1.0), talk(440, word=1.0), silence(1.1)])
+    h.audio(np.stack([left, right], axis=1).reshape(-1))
+    h.text({"type": "end"})
+    by_speaker: dict[str, list[str]] = {}
+    for m in h.of_type("segment"):
+        segment = m["segment"]  # type: ignore[typeddict-item]
+        by_speaker.setdefault(segment["speaker"], []).extend(w["word"] for w in segment["words"])
+    assert by_speaker == {"channel_0": expected(left), "channel_1": expected(right)}

@@ -394,9 +394,10 @@ class Session:
                 self._prompts[track.index].add(piece.text)
                 self._outbox.append(messages.segment(piece))
             track.shown_at = self._clock.now()
-        if outcome.partial and self.phase is Phase.OPEN and self._wants_partials():
+        text = "".join(w.raw for w in outcome.partial or ()).strip()
+        # A lone mark ("." at the end of audio) is no caption: it would linger under the line.
+        if any(ch.isalnum() for ch in text) and self.phase is Phase.OPEN and self._wants_partials():
             start, end = outcome.partial_span
-            text = "".join(w.raw for w in outcome.partial).strip()
             self._outbox.append(
                 messages.partial(Transcript(start=start, end=end, text=text, speaker=track.speaker))
             )

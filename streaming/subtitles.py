@@ -1,8 +1,10 @@
 """SubRip (SRT) and WebVTT captions from the segments of a ``final`` (the hosted schema).
 
-One cue per segment, in start-time order; a segment with a ``speaker`` names it (``agent: ...``
-in SRT, a ``<v agent>`` voice span in WebVTT). The browser page writes the same formats
-(``clients/web/captions.js``).
+Segments are sentences; a cue keeps caption limits: at most ``MAX_CUE_SECONDS`` on screen and
+``MAX_LINES`` lines of ``MAX_LINE_CHARS`` characters (the common broadcast limits), so a long
+sentence is split between words, where its word timings say. Cues come in start-time order; a
+segment with a ``speaker`` names it (``agent: ...`` in SRT, a ``<v agent>`` voice span in
+WebVTT). The browser page writes the same formats (``clients/web/captions.js``).
 """
 
 from __future__ import annotations
@@ -26,14 +28,67 @@ def _timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def _cues(segments: Iterable[Mapping[str, Any]]) -> list[tuple[float, float, str, str | None]]:
-    cues = []
+MAX_CUE_SECONDS = 7.0
+MAX_LINE_CHARS = 42
+MAX_LINES = 2
+
+Cue = tuple[float, float, str, str | None]
+
+
+def _cues(segments: Iterable[Mapping[str, Any]]) -> list[Cue]:
+    cues: list[Cue] = []
     for segment in sorted(segments, key=lambda s: (s["start"], s["end"])):
-        # A cue's text may not hold a blank line: it would end the cue.
-        text = " ".join(str(segment["text"]).split())
-        if text:
-            cues.append((float(segment["start"]), float(segment["end"]), text, segment.get("speaker")))
+        cues += _split(segment)
     return cues
+
+
+def _split(segment: Mapping[str, Any]) -> list[Cue]:
+    """One cue if the segment fits the limits, else one per run of words that does."""
+    # A cue's text may not hold a blank line: it would end the cue.
+    text = " ".join(str(segment["text"]).split())
+    start, end, speaker = float(segment["start"]), float(segment["end"]), segment.get("speaker")
+    words = [w for w in segment.get("words") or [] if str(w["word"]).strip()]
+    if not text:
+        return []
+    if _fits(text, end - start) or len(words) < 2:
+        return [(start, end, _wrap(text), speaker)]
+    runs: list[list[Mapping[str, Any]]] = [[]]
+    for word in words:
+        candidate = [*runs[-1], word]
+        line = " ".join(str(w["word"]) for w in candidate)
+        if runs[-1] and not _fits(line, float(word["end"]) - float(runs[-1][0]["start"])):
+            runs.append([word])
+        else:
+            runs[-1] = candidate
+    return [
+        (
+            start if i == 0 else float(run[0]["start"]),
+            end if i == len(runs) - 1 else float(run[-1]["end"]),
+            _wrap(" ".join(str(w["word"]) for w in run)),
+            speaker,
+        )
+        for i, run in enumerate(runs)
+    ]
+
+
+def _fits(text: str, seconds: float) -> bool:
+    lines = _wrap(text).split("\n")
+    return (
+        seconds <= MAX_CUE_SECONDS
+        and len(lines) <= MAX_LINES
+        and all(len(x) <= MAX_LINE_CHARS for x in lines)
+    )
+
+
+def _wrap(text: str) -> str:
+    """One line if it fits, else two, broken at the space nearest the middle."""
+    if len(text) <= MAX_LINE_CHARS:
+        return text
+    spaces = [i for i, ch in enumerate(text) if ch == " "]
+    if not spaces:
+        return text
+    best = min(spaces, key=lambda i: abs(i - len(text) / 2))
+    return f"{text[:best]}\n{text[best + 1 :]}"
 
 
 def to_srt(segments: Iterable[Mapping[str, Any]]) -> str:

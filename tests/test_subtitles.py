@@ -29,3 +29,24 @@ def test_vtt_has_its_header_escapes_text_and_names_the_voice() -> None:
 def test_no_segments_give_empty_captions() -> None:
     assert to_srt([]) == ""
     assert to_vtt([]) == "WEBVTT\n"
+
+
+def test_a_long_sentence_is_split_into_cues_within_caption_limits() -> None:
+    from streaming.subtitles import MAX_CUE_SECONDS, MAX_LINE_CHARS, MAX_LINES
+
+    words = [{"word": f"word{i:02d}", "start": i * 0.5, "end": i * 0.5 + 0.4} for i in range(40)]
+    sentence = {"start": 0.0, "end": 19.9, "text": " ".join(w["word"] for w in words), "words": words}
+    blocks = to_srt([sentence]).strip().split("\n\n")
+    assert len(blocks) > 2
+    said = []
+    for block in blocks:
+        _, times, *lines = block.split("\n")
+        start, end = (
+            sum(float(x) * 60**i for i, x in enumerate(reversed(t.replace(",", ".").split(":"))))
+            for t in times.split(" --> ")
+        )
+        assert end - start <= MAX_CUE_SECONDS
+        assert len(lines) <= MAX_LINES
+        assert all(len(line) <= MAX_LINE_CHARS for line in lines)
+        said += " ".join(lines).split()
+    assert said == [w["word"] for w in words]  # every word once, in order

@@ -55,14 +55,20 @@ function setRunning(running) {
   ui.language.disabled = running || ui.language.options.length < 2;
 }
 
-function appendSegment(segment) {
-  const line = document.createElement("p");
-  line.className = "segment";
-  const time = document.createElement("time");
-  time.textContent = clock(segment.start);
-  time.dateTime = `PT${segment.start.toFixed(3)}S`;
-  line.append(time, " ", segment.text);
-  ui.captions.append(line);
+// One line per sentence: a piece that continues it is added to its line.
+function showSentence({ sentence, isNew }) {
+  let line = isNew ? null : ui.captions.lastElementChild;
+  if (!line) {
+    line = document.createElement("p");
+    line.className = "segment";
+    const time = document.createElement("time");
+    time.textContent = clock(sentence.start);
+    time.dateTime = `PT${sentence.start.toFixed(3)}S`;
+    const text = document.createElement("span");
+    line.append(time, " ", text);
+    ui.captions.append(line);
+  }
+  line.querySelector("span").textContent = sentence.text;
   line.scrollIntoView({ block: "nearest" });
 }
 
@@ -151,10 +157,12 @@ class Recorder {
         break;
       case "segment":
         ui.partial.textContent = "";
-        appendSegment(transcript.addSegment(message.segment));
+        showSentence(transcript.addSegment(message.segment, message.continues));
         refreshDownloads();
         break;
       case "final":
+        // Everything is committed: no partial is left to show.
+        ui.partial.textContent = "";
         this.finalReceived = true;
         transcript.addFinal(message);
         refreshDownloads();

@@ -6,17 +6,30 @@ export class Transcript {
     this.segments = []; // hosted-schema segments, times on the page's own clock
     this.predictionMs = 0;
     this.offset = 0; // seconds of audio sent in earlier sessions
+    this.openBy = new Map(); // speaker -> the sentence its next piece may continue
   }
 
   // A new session starts: its times restart at 0, so shift them by what was sent before.
   startSession(secondsSentBefore) {
     this.offset = secondsSentBefore;
+    this.openBy = new Map();
   }
 
-  addSegment(segment) {
+  // A piece that continues the speaker's open sentence joins it (as the server's final does);
+  // returns the sentence and whether it was new.
+  addSegment(segment, continues) {
     const shifted = shift(segment, this.offset);
-    this.segments.push(shifted);
-    return shifted;
+    const last = this.openBy.get(shifted.speaker);
+    if (continues && last) {
+      last.text = `${last.text} ${shifted.text}`.trim();
+      last.end = Math.max(last.end, shifted.end);
+      last.words = [...last.words, ...shifted.words];
+      return { sentence: last, isNew: false };
+    }
+    const sentence = { ...shifted, words: [...shifted.words] };
+    this.segments.push(sentence);
+    this.openBy.set(shifted.speaker, sentence);
+    return { sentence, isNew: true };
   }
 
   addFinal(final) {
@@ -66,11 +79,59 @@ function shift(segment, offset) {
   };
 }
 
+// Caption limits, as streaming/subtitles.py keeps them: a cue of at most MAX_CUE_SECONDS and
+// MAX_LINES lines of MAX_LINE_CHARS, split between words (word timings say where).
+export const MAX_CUE_SECONDS = 7;
+export const MAX_LINE_CHARS = 42;
+export const MAX_LINES = 2;
+
 function cues(segments) {
   return [...segments]
     .sort((a, b) => a.start - b.start || a.end - b.end)
-    .map((s) => ({ start: s.start, end: s.end, speaker: s.speaker, text: s.text.split(/\s+/).filter(Boolean).join(" ") }))
+    .flatMap((s) => splitCues(s))
     .filter((c) => c.text);
+}
+
+function splitCues(segment) {
+  const text = segment.text.split(/\s+/).filter(Boolean).join(" ");
+  const words = segment.words || [];
+  if (fits(text, segment.end - segment.start) || words.length < 2) {
+    return [{ start: segment.start, end: segment.end, speaker: segment.speaker, text: wrap(text) }];
+  }
+  const out = [];
+  let run = [];
+  for (const word of words) {
+    const candidate = [...run, word];
+    const line = candidate.map((w) => w.word).join(" ");
+    if (run.length && !fits(line, word.end - run[0].start)) {
+      out.push(run);
+      run = [word];
+    } else {
+      run = candidate;
+    }
+  }
+  if (run.length) out.push(run);
+  return out.map((r, i) => ({
+    start: i === 0 ? segment.start : r[0].start,
+    end: i === out.length - 1 ? segment.end : r[r.length - 1].end,
+    speaker: segment.speaker,
+    text: wrap(r.map((w) => w.word).join(" ")),
+  }));
+}
+
+function fits(text, seconds) {
+  return seconds <= MAX_CUE_SECONDS && wrap(text).split("\n").every((l) => l.length <= MAX_LINE_CHARS) &&
+    wrap(text).split("\n").length <= MAX_LINES;
+}
+
+// One line if it fits, else two, broken at the space nearest the middle.
+function wrap(text) {
+  if (text.length <= MAX_LINE_CHARS) return text;
+  let best = -1;
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === " " && (best < 0 || Math.abs(i - text.length / 2) < Math.abs(best - text.length / 2))) best = i;
+  }
+  return best < 0 ? text : `${text.slice(0, best)}\n${text.slice(best + 1)}`;
 }
 
 export function stamp(seconds, separator) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import io
 import itertools
 from pathlib import Path
@@ -21,10 +22,10 @@ from tests.wer import wer
 pytestmark = pytest.mark.model
 
 # Bounds, with the figures measured when they were set (tiny.en int8, beam 5, this CPU):
-LONG_WER_BOUND = 0.10  # measured 0.071; offline tiny.en on the same file: see docs/benchmarks.md
+LONG_WER_BOUND = 0.075  # measured 0.063 to 0.067; offline tiny.en, beam 5, on the same file: 0.060
 CLIP_WER_BOUND = 0.15
 WORD_TIMING_TOLERANCE = 0.25  # seconds; the silver alignment itself is good to about ±50 ms
-BOUNDARY_TOLERANCE = 0.35  # seconds; the reference gaps between clips are 0.3 s
+WORD_END_SLACK = 0.6  # seconds an LJ clip's last word may end before the clip does
 
 
 def run(server: RunningServer, recording: Recording, **kwargs: Any) -> Any:
@@ -66,8 +67,11 @@ def test_long_stream_segment_boundaries(long_result: Any, manifest: dict[str, An
     segments = [m["segment"] for m in long_result.messages if m["type"] == "segment"]
     edges = [s["end"] for s in segments]
     gaps = [(a[2] + b[1]) / 2 for a, b in itertools.pairwise(reference)]
-    matched = [g for g in gaps if min(abs(e - g) for e in edges) <= BOUNDARY_TOLERANCE]
-    assert len(matched) >= 0.9 * len(gaps), f"{len(matched)} of {len(gaps)} pauses end a segment"
+    # A piece ends where its last word does: within the reference clip's trailing silence
+    # (up to about 0.6 s, the clips' own), before the next clip starts.
+    pauses = [(a[2] - WORD_END_SLACK, b[1] + 0.05) for a, b in itertools.pairwise(reference)]
+    matched = [p for p in pauses if any(p[0] <= e <= p[1] for e in edges)]
+    assert len(matched) >= 0.9 * len(pauses), f"{len(matched)} of {len(pauses)} pauses end a segment"
     crossing = [s for s in segments for g in gaps if s["start"] + 0.4 < g < s["end"] - 0.4]
     assert len(crossing) <= 0.05 * len(segments)
 
@@ -260,3 +264,46 @@ def test_client_cli_exits_non_zero_on_a_server_error(
     captured = capsys.readouterr()
     assert "invalid_parameter" in captured.out
     assert "1008" in captured.err
+
+
+def test_pieces_read_as_sentences(long_result: Any) -> None:
+    """A piece continues its sentence exactly when the piece before did not end one, and a
+    sentence cut at a pause goes on in the case its prefix calls for."""
+    pieces = [m for m in long_result.messages if m["type"] == "segment"]
+    inconsistent = 0
+    for before, after in itertools.pairwise(pieces):
+        ended = before["segment"]["text"].rstrip().rstrip("\"')").endswith((".", "?", "!"))
+        if ended:
+            assert not after["continues"]
+        first = after["segment"]["text"].lstrip()[:1]
+        inconsistent += first.isupper() != ended
+    # Measured 8 of 78 (tiny.en): where the model ended a sentence at a short pause and its
+    # continuation, hearing more, went on in lower case ("concerned. | differs from most").
+    assert inconsistent <= 0.15 * len(pieces)
+
+
+def test_speech_with_few_pauses_gets_its_words_within_the_bound(
+    server: RunningServer, data_dir: Path
+) -> None:
+    """Words are committed while a long utterance is still spoken, each within about the
+    commit bound (1.5 s) of being said; the slack allows for decodes on a loaded CI machine."""
+    sent_at: dict[float, float] = {}
+    recording = read_audio(data_dir / "read/2412-153948-0000.flac")  # 11.7 s, read without stopping
+    result = run(server, recording, realtime=True, sent_at=sent_at)
+    assert result.close_code == 1000
+    ends = sorted(sent_at)
+
+    def sent(t: float) -> float:
+        return sent_at[ends[min(bisect.bisect_left(ends, t), len(ends) - 1)]]
+
+    waits = [
+        arrival - sent(word["end"])
+        for m, arrival in zip(result.messages, result.arrivals, strict=True)
+        if m["type"] == "segment"
+        for word in m["segment"]["words"]
+    ]
+    assert len(waits) >= 20
+    assert float(np.percentile(waits, 90)) <= 1.5 + 1.0, sorted(waits)
+    # Most words came while the speech went on, not at its end.
+    first = min(t for m, t in zip(result.messages, result.arrivals, strict=True) if m["type"] == "segment")
+    assert first < recording.duration - 3.0

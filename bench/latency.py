@@ -82,10 +82,24 @@ def pct(xs: list[float]) -> dict[str, float]:
     }
 
 
+def word_waits(result: Any, sent_at: dict[float, float]) -> list[float]:
+    """Per committed word: from the send of its last audio to the arrival of its ``segment``
+    (what the commit bound limits)."""
+    return [
+        arrival - send_time(sent_at, word["end"])
+        for m, arrival in zip(result.messages, result.arrivals, strict=True)
+        if m["type"] == "segment"
+        for word in m["segment"]["words"]
+    ]
+
+
 def latencies(result: Any, sent_at: dict[float, float], reference: list[list[Any]]) -> dict[str, Any]:
     finals, firsts = utterance_latencies(result, sent_at, reference)
     return {
+        # TTFS as the pipecat STT benchmark defines it: end of the utterance's speech to its
+        # final text.
         "final_latency_s": pct(finals),
+        "word_commit_s": pct(word_waits(result, sent_at)),
         "first_partial_s": pct(firsts),
         "partials": sum(m["type"] == "partial" for m in result.messages),
         "segments": sum(m["type"] == "segment" for m in result.messages),
@@ -144,6 +158,8 @@ def main() -> None:
         "speed": args.speed,
         "audio_seconds": recording.duration,
         "streaming_wer": wer(entry["text"], final["transcription"]),
+        "final_segments": len(final["response"]["segments"]),
+        "reference_sentences": sum(entry["text"].count(mark) for mark in ".?!"),
         **latencies(result, sent_at, entry["segments"]),
     }
     report["offline_wer"], report["offline_seconds"] = offline_wer(args.model, entry["text"])

@@ -40,6 +40,7 @@ MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
 # partials are least sure of their newest words (5-minute LJ file, paced: WER 0.071 committing
 # every agreed word, 0.067 with this age; beam-5 partials 0.063 at about a fifth more compute).
 AGREE_AGE = round(0.3 * SAMPLE_RATE)
+WINDOW_SAMPLES = 512  # one VAD window
 # Audio kept before the first context word, for its onset.
 CONTEXT_LEAD = SAMPLE_RATE // 10
 # Speech an eager final may leave unworded before the pause: the last word's aligned end
@@ -243,6 +244,10 @@ class Track:
 
     def next_job(self, now: float, *, partials: bool) -> tuple[JobKind, Clip, int, bool, bool] | None:
         """The decode due now, if any: (kind, clip, its start sample, urgent, speculative)."""
+        if self._eager_may_supersede():
+            # The pause's eager final hears everything the partial in flight does, and more:
+            # its result is what matters now, and the partial's will be ignored.
+            self.in_flight = None
         if self.in_flight is not None:
             return None
         eager = self.eager
@@ -268,6 +273,19 @@ class Track:
             return None
         clip, start = self._clip(segmenter.received, open_start)
         return ("partial", clip, start, self._urgent(), False)
+
+    def _eager_may_supersede(self) -> bool:
+        flight = self.in_flight
+        return (
+            flight is not None
+            and flight[0].kind == "partial"
+            and self.settings.eager_finals
+            and self.eager is None
+            and not self.waiting
+            and self.segmenter.silence_start is not None
+            and self.segmenter.silence_start != self._eager_lost
+            and flight[0].end <= self.segmenter.silence_start + WINDOW_SAMPLES
+        )
 
     def partial_due_at(self, *, partials: bool) -> float | None:
         """When the cadence next allows a partial (None: none is wanted now)."""

@@ -174,3 +174,18 @@ def test_channels_commit_on_their_own() -> None:
         segment = m["segment"]  # type: ignore[typeddict-item]
         by_speaker.setdefault(segment["speaker"], []).extend(w["word"] for w in segment["words"])
     assert by_speaker == {"channel_0": expected(left), "channel_1": expected(right)}
+
+
+def test_an_eager_final_does_not_wait_for_a_partial_in_flight() -> None:
+    h = Harness(partial_interval=0.5)
+    h.audio(talk(220, word=1.45, gap=0.0), run_jobs=False)
+    [partial] = [j for j in h.pending if j.kind == "partial"][-1:]
+    h.audio(silence(0.1), run_jobs=False)  # the pause begins while the partial decodes
+    eager = h.pending[-1]
+    assert eager.speculative
+    h.pending.remove(eager)
+    h.session.receive_result(eager.ticket, h.engine.transcribe(eager.clip, eager.options))
+    h.session.receive_result(partial.ticket, h.engine.transcribe(partial.clip, partial.options))
+    h.pending = [j for j in h.pending if j.ticket != partial.ticket]
+    h.audio(silence(0.5))
+    assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1", "f220.2"]

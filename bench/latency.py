@@ -61,7 +61,8 @@ def utterance_latencies(
     ]
     finals, firsts = [], []
     for _, start, end in reference:
-        holder = next((t for s, t in segments if s["start"] <= end <= s["end"] + 0.35), None)
+        # A segment ends with its last word, up to about 0.6 s before an LJ clip does.
+        holder = next((t for s, t in segments if s["start"] <= end <= s["end"] + 0.6), None)
         if holder is not None:
             finals.append(holder - send_time(sent_at, end))
         sent = send_time(sent_at, start)

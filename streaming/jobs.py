@@ -18,8 +18,8 @@ class Job:
     ``final`` decodes a closed utterance (or, ``speculative``, one whose trailing pause has
     begun: an eager final, thrown away if speech resumes). ``partial`` decodes the open
     utterance so far: its words may be committed (agreed, or old enough) and the rest shown.
-    An ``urgent`` partial would commit words that reach their time bound: it is queued with
-    the finals and never shed."""
+    An ``urgent`` partial would commit words that reach their time bound: it goes before other
+    partials and is not shed for its age (but finals still go first)."""
 
     ticket: int
     kind: JobKind
@@ -38,11 +38,6 @@ class Job:
     def stream_key(self) -> tuple[str, int]:
         """One waiting partial per (session, channel)."""
         return (self.session_id, self.track)
-
-    @property
-    def first_class(self) -> bool:
-        """Queued with the finals: first, in order, never shed (but a speculative one may be)."""
-        return self.kind == "final" or self.urgent
 
     @property
     def end(self) -> int:

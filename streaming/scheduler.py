@@ -15,10 +15,12 @@
   session whose captions have gone longest without an update (``Job.stale_since``) goes
   first, so that under load every stream's captions keep moving, a new utterance's first
   words first;
-- urgent partials (their words reach the commit bound) are queued with the finals;
+- urgent partials (their words reach the commit bound) go before the other partials and are
+  not shed for their age; finals still go first (at 8 streams on 2 cores, urgent partials
+  queued with the finals tripled the p95 final latency, docs/benchmarks.md);
 - eager finals (``Job.speculative``: decoded when a pause begins, in case it ends the
-  utterance) are a luxury: one that arrives while ``batch_size`` or more finals wait is shed
-  at once, and counted (``eager_shed``); the session then decodes the utterance when it closes;
+  utterance) are a luxury: one that arrives while anything waits is shed at once, and counted
+  (``eager_shed``); the session then decodes the utterance when it closes;
 - bounded: at most ``max_finals`` finals wait (more is :class:`Overloaded`), at most one
   partial per session.
 
@@ -109,10 +111,10 @@ class DecodeQueue(Generic[T]):
         final (to resolve to None)."""
         waiting = Waiting(job, token, now)
         superseded: list[T] = []
-        if job.speculative and len(self._finals) >= self.batch_size:
+        if job.speculative and (self._finals or self._partials):
             self.stats.eager_shed += 1
             return [token]
-        if job.first_class:
+        if job.kind == "final":
             if len(self._finals) >= self.max_finals:
                 raise Overloaded("the server's transcription queue is full; retry later")
             self._finals.append(waiting)
@@ -131,7 +133,9 @@ class DecodeQueue(Generic[T]):
         if self._finals:
             batch = _take_alike(self._finals, self.batch_size)
         else:
-            queue = deque(sorted(self._partials.values(), key=lambda w: w.job.stale_since))
+            queue = deque(
+                sorted(self._partials.values(), key=lambda w: (not w.job.urgent, w.job.stale_since))
+            )
             batch = _take_alike(queue, self.partial_batch_size)
             for waiting in batch:
                 del self._partials[waiting.job.stream_key]
@@ -146,7 +150,11 @@ class DecodeQueue(Generic[T]):
         return tokens
 
     def _shed(self, now: float) -> list[T]:
-        stale = [sid for sid, w in self._partials.items() if now - w.submitted > self.partial_max_age]
+        stale = [
+            sid
+            for sid, w in self._partials.items()
+            if now - w.submitted > self.partial_max_age and not w.job.urgent
+        ]
         self.stats.partials_shed += len(stale)
         return [self._partials.pop(sid).token for sid in stale]
 

@@ -276,3 +276,18 @@ async def test_stop_fails_what_still_waits() -> None:
     assert (await first) is not None
     with pytest.raises(Exception, match="shutting down"):
         await second
+
+
+def test_an_eager_final_is_shed_while_anything_waits_and_urgent_partials_go_first() -> None:
+    q = queue()
+    eager = replace(job("a"), speculative=True)
+    assert q.add(eager, "eager-alone", 0.0) == []  # nothing waits: it is decoded
+    q.take(0.0)
+    q.add(job("b", "partial", stale_since=1.0), "b", 0.0)
+    assert q.add(replace(job("c"), speculative=True), "eager-c", 0.0) == ["eager-c"]
+    assert q.stats.eager_shed == 1
+    urgent = replace(job("d", "partial", stale_since=5.0), urgent=True)
+    q.add(urgent, "d", 0.0)
+    batch, shed = q.take(10.0)  # both waited past their cadence: only the urgent one is kept
+    assert [w.token for w in batch] == ["d"]
+    assert shed == ["b"]

@@ -55,13 +55,14 @@ def check_call(final: dict[str, Any], entry: dict[str, Any]) -> dict[str, float]
     for speaker, value in figures.items():
         assert value <= CHANNEL_WER_BOUND, (speaker, texts[speaker])
     assert attribution(final, entry) == 1.0
-    # Each segment lies within one of its channel's exact segments.
+    # Each segment (a sentence, which may join two turns of its channel under a second apart)
+    # starts and ends in its channel's exact segments.
     for segment in final["response"]["segments"]:
         channel = entry["channel_segments"][SPEAKERS.index(segment["speaker"])]
-        assert any(
-            lo - BOUNDARY_TOLERANCE <= segment["start"] and segment["end"] <= hi + BOUNDARY_TOLERANCE
-            for _, lo, hi in channel
-        ), segment
+        for edge in (segment["start"], segment["end"]):
+            assert any(lo - BOUNDARY_TOLERANCE <= edge <= hi + BOUNDARY_TOLERANCE for _, lo, hi in channel), (
+                segment
+            )
         assert all(w["speaker"] == segment["speaker"] for w in segment["words"])
     segments = final["response"]["segments"]
     assert [s["start"] for s in segments] == sorted(s["start"] for s in segments)

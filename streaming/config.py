@@ -203,7 +203,8 @@ class Config:
         """This config with its device-sized settings (those left at 0) filled in.
 
         The CPU figures come from bench/capacity (docs/benchmarks.md): on 2 cores, tiny.en
-        holds 8 real-time streams, and batches of 4 decode fastest.
+        held 8 real-time streams before partials carried context and commits (2026-12-02: p95
+        final 1.6 to 1.7 s at 8, over the 1.5 s line), and batches of 4 decode fastest.
         """
         cuda = device == "cuda"
         cores = max(cores, 1)

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from streaming import engine
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.messages import Transcript, Word
 
-SENTENCE_END_MARKS = ".\u3002!\uff01?\uff1f\u2026"
+# The engine's marks (the ones Whisper writes), and an ellipsis.
+SENTENCE_END_MARKS = engine.SENTENCE_END_MARKS + "\u2026"
 # Closing quotes and brackets may follow the mark: 'he said "no."'
 _CLOSERS = "\"'\u201d\u2019)]}"
 

@@ -35,7 +35,7 @@ from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import Config, StreamConfig
 from streaming.context import PromptContext
-from streaming.engine import Decoded, DecodeOptions
+from streaming.engine import FRAMES_PER_SECOND, WINDOW_MARGIN_FRAMES, Decoded, DecodeOptions
 from streaming.errors import (
     FrameTooLarge,
     IdleTimeout,
@@ -55,8 +55,8 @@ from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
 
-# The encoder window holds a clip and this much room after it (see engine.WINDOW_MARGIN_FRAMES).
-WINDOW_MARGIN = 1.0
+# The encoder window holds a clip and this much room after it.
+WINDOW_MARGIN = WINDOW_MARGIN_FRAMES / FRAMES_PER_SECOND
 
 
 class Phase(Enum):

@@ -113,10 +113,6 @@ class History:
             self._chunks.popleft()
         self.start = self._chunks[0][0] if self._chunks else self.end
 
-    @property
-    def samples(self) -> int:
-        return self.end - self.start
-
 
 @dataclass
 class _Eager:

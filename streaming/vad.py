@@ -152,12 +152,6 @@ class Segmenter:
             return ()
         return self._speech(self._start, self.received)
 
-    def current(self) -> Utterance | None:
-        """The open utterance so far (for partial decodes), or None while quiet."""
-        if self.state is not State.SPEAKING:
-            return None
-        return self._make(self._start, self.received)
-
     def cut(self) -> Utterance | None:
         """Close the open utterance now, with every sample received so far."""
         if self.state is not State.SPEAKING:

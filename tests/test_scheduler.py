@@ -271,6 +271,9 @@ async def test_stop_fails_what_still_waits() -> None:
     await asyncio.to_thread(engine.started.wait)
     second = scheduler.submit(sized_job("b", 200))
     stopping = asyncio.create_task(scheduler.stop())
+    # stop() marks the scheduler stopping before its first await; let it get there before the
+    # first decode ends, or the worker could take the second job before it sees the flag.
+    await asyncio.sleep(0)
     engine.gate.release()
     await stopping
     assert (await first) is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Collection, Sequence
 
 _WORD = re.compile(r"\w+")
 
@@ -34,6 +35,40 @@ def repeats_itself(text: str, *, max_ratio: float = 2.4, max_run: int = 3) -> bo
             else:
                 run = 1
     return len(text) >= 60 and compression_ratio(text) > max_ratio
+
+
+# A repeat is this many words said again from one sentence's start at another's, or this
+# many anywhere.
+REPEAT_AT_SENTENCE = 3
+REPEAT_ANYWHERE = 6
+
+
+def repeated(keys: Sequence[str], sentence_starts: Collection[int], first_new: int) -> list[int]:
+    """Indices from ``first_new`` on of words that say an earlier run of ``keys`` again.
+
+    ``keys`` are the committed context then a decode's new words, as keys (lower case, no
+    punctuation); ``sentence_starts`` the indices where a sentence begins. Prefixed with the
+    context, a decode sometimes says a sentence again (the prefix's, or its own), squeezed into
+    the audio's tail: a loop the prefix fed. Speakers seldom repeat the first three words of a
+    sentence verbatim at the start of another within a window, nor any six words, so such a run
+    is dropped. An earlier run may not overlap the repeat ("no, no, no" is speech)."""
+    dropped: list[int] = []
+    i = first_new
+    while i < len(keys):
+        longest = 0
+        for at in range(i):
+            run = 0
+            while i + run < len(keys) and at + run < i and keys[at + run] == keys[i + run]:
+                run += 1
+            both_start = at in sentence_starts and i in sentence_starts
+            if run >= (REPEAT_AT_SENTENCE if both_start else REPEAT_ANYWHERE):
+                longest = max(longest, run)
+        if longest:
+            dropped += range(i, i + longest)
+            i += longest
+        else:
+            i += 1
+    return dropped
 
 
 class PromptContext:

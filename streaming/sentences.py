@@ -22,8 +22,28 @@ SENTENCE_END_MARKS = engine.SENTENCE_END_MARKS + "\u2026"
 _CLOSERS = "\"'\u201d\u2019)]}"
 
 
+# English titles Whisper writes with a full stop before a name ("Mr. Quilter"): not an end.
+_NAME_TITLES = ("mr", "mrs", "ms", "messrs", "dr", "prof", "rev", "fr", "st", "mt", "sr", "jr")
+_RANKS = ("gen", "col", "capt", "lt", "sgt", "gov", "sen", "rep", "hon")
+_TITLES = frozenset(_NAME_TITLES + _RANKS)
+
+
 def ends_sentence(text: str) -> bool:
-    return text.rstrip().rstrip(_CLOSERS).endswith(tuple(SENTENCE_END_MARKS))
+    """Does this word end a sentence? Not a title ("Mr.") nor an initial ("John F.")."""
+    word = text.strip().rstrip(_CLOSERS)
+    if not word.endswith(tuple(SENTENCE_END_MARKS)):
+        return False
+    if word.endswith("."):
+        stem = word[:-1].lstrip("\"'\u201c\u2018([{")
+        if stem.lower() in _TITLES or (len(stem) == 1 and stem.isupper()):
+            return False
+    return True
+
+
+def _goes_on(text: str) -> bool:
+    """Does this word read as the middle of a sentence (it starts in lower case)?"""
+    first = text.lstrip("\"'\u201c\u2018([{")[:1]
+    return first.islower()
 
 
 @dataclass
@@ -34,6 +54,7 @@ class SentenceCutter:
     longest: int  # samples: a sentence longer than this is ended at the next piece
     speaker: str | None = None
     _open_since: int | None = None  # start of the open sentence (None: the last piece ended one)
+    _sentence_start: int | None = None  # start of the last sentence, open or ended
     _last_end: int = 0
 
     @classmethod
@@ -53,16 +74,23 @@ class SentenceCutter:
 
     def _piece(self, words: list[Word]) -> Transcript:
         start, end = words[0].start, words[-1].end
+        open_since = self._open_since
+        if open_since is None and _goes_on(words[0].text):
+            # A lower-case start says the full stop before it was not an end: the model wrote
+            # one where the clip it decoded stopped at a short pause (the next decode, prefixed
+            # with it, heard that the sentence goes on). That word is final as sent; the
+            # sentence it belongs to is not over.
+            open_since = self._sentence_start
         continues = (
-            self._open_since is not None
+            open_since is not None
             and start - self._last_end < self.pause
-            and end - self._open_since <= self.longest
+            and end - open_since <= self.longest
         )
         if not continues:
-            self._open_since = start
+            open_since = start
+        self._sentence_start = open_since
+        self._open_since = None if ends_sentence(words[-1].text) else open_since
         self._last_end = end
-        if ends_sentence(words[-1].text):
-            self._open_since = None
         text = " ".join(w.text for w in words)
         return Transcript(
             start=start, end=end, text=text, words=tuple(words), speaker=self.speaker, continues=continues

@@ -28,10 +28,11 @@ import numpy as np
 
 from streaming.audio import Samples
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
-from streaming.context import repeats_itself
+from streaming.context import repeated, repeats_itself
 from streaming.engine import Clip, Decoded
 from streaming.jobs import Job, JobKind
 from streaming.messages import Word
+from streaming.sentences import ends_sentence
 from streaming.vad import Segmenter, Utterance
 
 # A partial is not worth a decode until the open utterance has grown this much.
@@ -142,6 +143,7 @@ class TrackStats:
     forced: int = 0  # words committed by the time bound rather than by agreement
     agreed: int = 0
     context_resets: int = 0
+    repeats_dropped: int = 0  # words that said the context, or their decode, again
 
 
 class Track:
@@ -426,7 +428,16 @@ class Track:
         """The new words kept only where the VAD heard speech not yet covered, and after what is
         committed (a word aligned over committed audio would be said twice)."""
         heard = (*self.pending_speech, *speech)
+        words = self._without_repeats(words)
         return [w for w in words if _overlaps(w, heard) and (w.start + w.end) // 2 >= self.committed_until]
+
+    def _without_repeats(self, words: list[Spoken]) -> list[Spoken]:
+        """The new words less any run that says the context, or themselves, again."""
+        said = [*self.context, *words]
+        starts = {0} | {i + 1 for i, w in enumerate(said) if ends_sentence(w.raw)}
+        dropped = set(repeated([w.key for w in said], starts, len(self.context)))
+        self.stats.repeats_dropped += len(dropped)
+        return [w for i, w in enumerate(words, len(self.context)) if i not in dropped]
 
     def _commit(self, words: list[Spoken]) -> list[Spoken]:
         out = []

@@ -9,7 +9,8 @@ import itertools
 import numpy as np
 
 from streaming.config import StreamConfig
-from tests.fakes import RATE, heard_words, silence, tone
+from streaming.engine import Clip, Decoded, DecodedWord, DecodeOptions
+from tests.fakes import RATE, ScriptedEngine, heard_words, silence, tone
 from tests.test_session import Harness
 
 
@@ -189,3 +190,33 @@ def test_an_eager_final_does_not_wait_for_a_partial_in_flight() -> None:
     h.pending = [j for j in h.pending if j.ticket != partial.ticket]
     h.audio(silence(0.5))
     assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1", "f220.2"]
+
+
+class EchoingEngine(ScriptedEngine):
+    """Says the prefix again when the audio after it holds no new word, squeezed into the
+    clip's last 0.2 s: what tiny.en did with a breath after a committed sentence."""
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        prefix = clip.prefix.split()
+        if decoded.words or not prefix:
+            return decoded
+        end = len(clip.audio) / RATE
+        step = 0.2 / len(prefix)
+        words = tuple(
+            DecodedWord(f" {text}", end - 0.2 + i * step, end - 0.2 + (i + 1) * step, 0.9)
+            for i, text in enumerate(prefix)
+        )
+        return Decoded(text=clip.prefix, words=words, language="en", seconds=0.01)
+
+
+def test_a_decode_that_says_its_prefix_again_adds_nothing() -> None:
+    h = Harness(partial_interval=0.5)
+    h.engine = EchoingEngine()
+    speech = talk(220, 330, 440, word=0.8)  # six words, no sentence end: a repeat anywhere
+    breath = tone(0.15, freq=900)  # speech to the VAD, no word to the model
+    h.audio(np.concatenate([speech, silence(0.6), breath, silence(0.8)]))
+    h.text({"type": "end"})
+    assert any(clip.prefix for clip in h.engine.clips), "the breath was not decoded after its context"
+    assert [w for w, _, _ in committed(h)] == expected(speech)
+    assert h.session.track_stats[0].repeats_dropped >= len(expected(speech))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streaming.context import PromptContext, repeats_itself
+from streaming.context import PromptContext, repeated, repeats_itself
 
 
 def test_loops_are_detected() -> None:
@@ -35,3 +35,20 @@ def test_disabled_context_gives_only_the_user_prompt() -> None:
     context = PromptContext(enabled=False, max_chars=200)
     context.add("hello there")
     assert context.prompt("Kubernetes") == "Kubernetes"
+
+
+def test_a_repeat_is_a_run_said_again_from_one_sentence_start_at_another() -> None:
+    said = ["mr", "quilter", "is", "the", "apostle", "of", "the", "middle", "classes"]
+    n = len(said)
+    # The decode's new words say the context's sentence again.
+    assert repeated([*said, *said], {0, n}, n) == list(range(n, 2 * n))
+    # ...or their own: the second half of the new words repeats the first.
+    assert repeated(["yes", *said, *said], {0, 1, 1 + n}, 1) == list(range(1 + n, 1 + 2 * n))
+    # Three words from a sentence's start at another's are a repeat; the rest is kept.
+    assert repeated([*said, *said[:3], "and", "more"], {0, n}, n) == [n, n + 1, n + 2]
+    # Two words, three not at sentence starts, or words that overlap their model are speech.
+    assert repeated([*said, "mr", "quilter", "said"], {0, n}, n) == []
+    assert repeated([*said, "of", "the", "middle", "ages"], {0, n}, n) == []
+    assert repeated(["no"] * 7, {0}, 1) == []
+    # Six words anywhere are a repeat.
+    assert repeated([*said, *said[2:8]], {0}, n) == list(range(n, n + 6))

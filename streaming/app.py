@@ -390,7 +390,7 @@ async def predict_endpoint(request: Request) -> Response:
     session = _new_session(found, stream)
     # Segmenting a whole file is CPU work: keep it off the event loop.
     await asyncio.to_thread(_feed, session, audio.tobytes())
-    session.receive_text('{"type":"end"}')
+    session.end()
     while session.phase is not Phase.CLOSED:
         jobs = session.jobs_to_start()
         if not jobs:
@@ -417,7 +417,7 @@ async def predict_endpoint(request: Request) -> Response:
 
 def _feed(session: Session, data: bytes, chunk: int = 1 << 16) -> None:
     for offset in range(0, len(data), chunk):
-        session.receive_bytes(data[offset : offset + chunk])
+        session.receive_audio(data[offset : offset + chunk])
 
 
 async def healthcheck_endpoint(request: Request) -> JSONResponse:

@@ -162,36 +162,75 @@ class Session:
 
     # ------------------------------------------------------------------ inputs
 
+    # Our protocol's frames (receive_bytes, receive_text) are parsed here; other protocols'
+    # adapters (Twilio, /predict) parse their own and drive the core beneath them:
+    # accept_frame, receive_audio, keep_alive, finalize, end and fail.
+
     def receive_bytes(self, data: bytes) -> None:
         """A binary frame: raw audio in the declared encoding."""
-        if self._check_frame(len(data)):
-            self._take_audio(data)
+        if self.accept_frame(len(data)):
+            self.receive_audio(data)
 
     def receive_text(self, text: str) -> None:
         """A text frame: a JSON control or base64 audio message."""
-        if not self._check_frame(len(text)):
+        if not self.accept_frame(len(text)):
             return
         try:
             message = messages.parse_client_text(text)
         except StreamingError as exc:
-            self._fail(exc)
+            self.fail(exc)
             return
         match message:
             case messages.AudioData(data):
-                self._take_audio(data)
+                self.receive_audio(data)
             case messages.KeepAlive():
-                if self._expect_open("keepalive"):
-                    self._last_activity = self._clock.now()
+                self.keep_alive()
             case messages.Finalize():
-                if self._expect_open("finalize"):
-                    self._last_activity = self._clock.now()
-                    for track in self._tracks:
-                        track.cut(self._clock.now())
-                        self._emit(track, track.take_eager())
-                    self._dispatch()
+                self.finalize()
             case messages.EndOfStream():
-                if self._expect_open("end"):
-                    self._finish(None)
+                self.end()
+
+    def accept_frame(self, size: int) -> bool:
+        """Is a frame of ``size`` bytes within the limit? If not, the stream ends with
+        ``frame_too_large`` (everything before it is still transcribed)."""
+        if size <= self.settings.max_frame_bytes:
+            return True
+        self.fail(
+            FrameTooLarge(
+                f"a frame of {size} bytes exceeds the limit of {self.settings.max_frame_bytes}; "
+                "send audio in smaller frames (100 ms each is typical)"
+            )
+        )
+        return False
+
+    def receive_audio(self, data: bytes) -> None:
+        """Audio in the stream's declared encoding, however it was framed."""
+        if self._expect_open("audio"):
+            self._take_audio(data)
+
+    def keep_alive(self) -> None:
+        """Hold an idle stream open."""
+        if self._expect_open("keepalive"):
+            self._last_activity = self._clock.now()
+
+    def finalize(self) -> None:
+        """Close every open utterance now and transcribe it; the stream stays open."""
+        if self._expect_open("finalize"):
+            self._last_activity = self._clock.now()
+            self._cut_all()
+
+    def end(self) -> None:
+        """No more audio: transcribe what was received, then the ``final``."""
+        if self._expect_open("end"):
+            self._finish(None)
+
+    def fail(self, exc: StreamingError) -> None:
+        """End the stream with this error (an adapter's malformed event, a limit): what was
+        received is still transcribed, and the error's close code closes it."""
+        if self.phase is Phase.OPEN:
+            self._finish(exc)
+        elif self.phase is Phase.ENDING:
+            self._report(exc)
 
     def receive_result(self, ticket: int, decoded: Decoded) -> None:
         """The result of the job with this ticket."""
@@ -215,7 +254,7 @@ class Session:
             if track.on_lost(track.in_flight[0]) is not None and not isinstance(self.error, InternalError):
                 # A poisoned item fails alone (the scheduler retries batches one by one): what
                 # else was received is still transcribed.
-                self._fail(InternalError(f"transcription failed ({reason}); the stream cannot go on"))
+                self.fail(InternalError(f"transcription failed ({reason}); the stream cannot go on"))
         self._dispatch()
 
     def tick(self) -> None:
@@ -300,13 +339,11 @@ class Session:
     # ------------------------------------------------------------------ audio
 
     def _take_audio(self, data: bytes) -> None:
-        if not self._expect_open("audio"):
-            return
         self._last_activity = self._clock.now()
         try:
             samples = self._decoder.decode(data)
         except StreamingError as exc:
-            self._fail(exc)
+            self.fail(exc)
             return
         room = self._max_samples - max(track.segmenter.received for track in self._tracks)
         too_long = len(samples) > room
@@ -420,17 +457,6 @@ class Session:
             )
         return False
 
-    def _check_frame(self, size: int) -> bool:
-        if size <= self.settings.max_frame_bytes:
-            return True
-        self._fail(
-            FrameTooLarge(
-                f"a frame of {size} bytes exceeds the limit of {self.settings.max_frame_bytes}; "
-                "send audio in smaller frames (100 ms each is typical)"
-            )
-        )
-        return False
-
     def _report(self, exc: StreamingError) -> None:
         """Tell the client; the first error decides the close code."""
         logger.info("session %s: %s: %s", self.id, exc.code, exc.message)
@@ -438,18 +464,16 @@ class Session:
         if self.error is None:
             self.error = exc
 
-    def _fail(self, exc: StreamingError) -> None:
-        if self.phase is Phase.OPEN:
-            self._finish(exc)
-        elif self.phase is Phase.ENDING:
-            self._report(exc)
-
     def _finish(self, exc: StreamingError | None) -> None:
         """No more audio: transcribe what was received, then send the final and close."""
         if exc is not None:
             self._report(exc)
         self.phase = Phase.ENDING
         self._push(self._decoder.flush())
+        self._cut_all()
+
+    def _cut_all(self) -> None:
+        """Close every open utterance now and decode it."""
         now = self._clock.now()
         for track in self._tracks:
             track.cut(now)

@@ -12,7 +12,9 @@ them into one interleaved two-channel mu-law stream: a gap in a track's timestam
 track that falls more than ``MAX_SKEW_MS`` behind the other (a one-track stream, a track
 that pauses), is filled with mu-law silence, so one track never holds the other back.
 :class:`TwilioSession` is a :class:`~streaming.session.Session` of that stream (multichannel,
-one speaker per track) that reads Twilio's events instead of our client messages. Our own
+one speaker per track) that reads Twilio's events instead of our client messages: it parses
+them itself, turns every malformed one into a typed error, and drives the session through its
+public core (``receive_audio``, ``end``, ``fail``), never our wire format. Our own
 messages go back on the same socket: Twilio ignores them, a bot or a recorder beside it reads
 them.
 """
@@ -39,6 +41,8 @@ DEFAULT_SPEAKERS = ("caller", "callee")
 RATE = 8000
 BYTES_PER_MS = RATE // 1000  # mu-law: one byte per sample
 MAX_SKEW_MS = 200
+# The longest gap in a track's timestamps filled with silence; a longer jump is a discontinuity.
+MAX_GAP_MS = 2000
 SILENCE = b"\xff"  # mu-law code of 0
 
 
@@ -54,29 +58,38 @@ def twilio_stream_config(speakers: tuple[str, ...] = ()) -> StreamConfig:
 
 
 class TrackInterleaver:
-    """Per-track mu-law bytes in, placed by timestamp; interleaved stereo bytes out."""
+    """Per-track mu-law bytes in, placed by timestamp; interleaved stereo bytes out.
+
+    Memory stays bounded whatever the timestamps say: a gap is filled with at most
+    ``MAX_GAP_MS`` of silence (a longer jump is taken as a discontinuity: the track goes on from
+    its new timestamp after that much silence), and a track never runs more than
+    ``MAX_SKEW_MS`` ahead of the other before it is sent on."""
 
     def __init__(self) -> None:
         self._queues = [bytearray(), bytearray()]
-        self._next_ms = [0, 0]  # stream time at which each track's queue ends
+        self._next_ms = [0, 0]  # each track's timestamp at the end of what it has placed
 
     def add(self, track: int, timestamp_ms: int, payload: bytes) -> None:
         queue = self._queues[track]
         gap = timestamp_ms - self._next_ms[track]
-        if gap > 0:  # lost or withheld chunks: keep the timeline
-            queue.extend(SILENCE * (gap * BYTES_PER_MS))
-        elif gap < 0:  # overlaps what is already queued (a resent chunk): drop the overlap
+        if gap > 0:  # lost or withheld chunks: keep the timeline, up to the cap
+            queue.extend(SILENCE * (min(gap, MAX_GAP_MS) * BYTES_PER_MS))
+        elif gap < 0:  # overlaps what is already placed (a resent chunk): drop the overlap
             payload = payload[-gap * BYTES_PER_MS :]
         queue.extend(payload)
         self._next_ms[track] = max(self._next_ms[track], timestamp_ms) + len(payload) // BYTES_PER_MS
 
     def take(self, *, flush: bool = False) -> bytes:
         """Interleaved bytes for the stretch both tracks cover; a track more than
-        ``MAX_SKEW_MS`` behind (or every track, at ``flush``) is padded with silence first."""
+        ``MAX_SKEW_MS`` behind (or every track, at ``flush``) is padded with silence first, and
+        its timeline moves on with the padding (a chunk that comes later for that stretch is
+        dropped as an overlap, not placed twice)."""
         longest = max(len(q) for q in self._queues)
-        for queue in self._queues:
-            if flush or longest - len(queue) > MAX_SKEW_MS * BYTES_PER_MS:
-                queue.extend(SILENCE * (longest - len(queue)))
+        for track, queue in enumerate(self._queues):
+            behind = longest - len(queue)
+            if flush or behind > MAX_SKEW_MS * BYTES_PER_MS:
+                queue.extend(SILENCE * behind)
+                self._next_ms[track] += behind // BYTES_PER_MS
         ready = min(len(q) for q in self._queues)
         if ready == 0:
             return b""
@@ -116,78 +129,97 @@ class TwilioSession(Session):
         self.call_sid: str | None = None
 
     def receive_bytes(self, data: bytes) -> None:
-        self._fail(InvalidMessage("Twilio Media Streams sends JSON text frames only"))
+        self.fail(InvalidMessage("Twilio Media Streams sends JSON text frames only"))
 
     def receive_text(self, text: str) -> None:
-        if not self._check_frame(len(text)):
+        if not self.accept_frame(len(text)):
             return
         try:
-            event = _parse(text)
+            self._event(_parse(text))
         except StreamingError as exc:
-            self._fail(exc)
-            return
+            self.fail(exc)
+
+    def _event(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "connected":
             return
         if kind == "start":
+            if self._started:
+                raise InvalidMessage("a second start event on one stream")
             self._start(event)
         elif not self._started:
-            self._fail(InvalidMessage(f"a {kind} event before the start event"))
+            raise InvalidMessage(f"a {kind} event before the start event")
         elif kind == "media":
             self._media(event)
         elif kind == "stop":
             self._take_interleaved(flush=True)
-            super().receive_text('{"type":"end"}')
-        # "mark" and "dtmf" carry no audio.
+            self.end()
+        # "mark", "dtmf" and events Twilio may add carry no audio.
 
     def _start(self, event: dict[str, Any]) -> None:
-        start = event.get("start")
-        if not isinstance(start, dict):
-            self._fail(InvalidMessage("a start event needs its 'start' object"))
-            return
-        parameters = start.get("customParameters") or {}
+        start = _object(event, "start")
+        parameters = _object(start, "customParameters", required=False)
         if self._key_check is not None and not self._key_check(str(parameters.get("token", ""))):
-            self._fail(
-                Unauthorized(
-                    'this server needs an API key: add <Parameter name="token" value="KEY"/> to the <Stream>'
-                )
+            raise Unauthorized(
+                'this server needs an API key: add <Parameter name="token" value="KEY"/> to the <Stream>'
             )
-            return
-        self.stream_sid = str(event.get("streamSid") or start.get("streamSid") or "") or None
-        self.call_sid = str(start.get("callSid") or "") or None
-        media = start.get("mediaFormat") or {}
-        if (media.get("encoding"), int(media.get("sampleRate", RATE)), int(media.get("channels", 1))) != (
-            "audio/x-mulaw",
-            RATE,
-            1,
-        ):
-            self._fail(
-                InvalidMessage(
-                    f"mediaFormat {media!r} is not audio/x-mulaw at 8000 Hz, one channel per track"
-                )
+        self.stream_sid = _text(event.get("streamSid") or start.get("streamSid"))
+        self.call_sid = _text(start.get("callSid"))
+        media = _object(start, "mediaFormat", required=False)
+        found = (
+            media.get("encoding", "audio/x-mulaw"),
+            _number(media, "sampleRate", RATE),
+            _number(media, "channels", 1),
+        )
+        if found != ("audio/x-mulaw", RATE, 1):
+            raise InvalidMessage(
+                f"mediaFormat {str(media)[:200]} is not audio/x-mulaw at 8000 Hz, one channel per track"
             )
-            return
         self._started = True
         logger.info("session %s: Twilio stream %s of call %s", self.id, self.stream_sid, self.call_sid)
 
     def _media(self, event: dict[str, Any]) -> None:
-        media = event.get("media")
-        if not isinstance(media, dict) or media.get("track", "inbound") not in TRACKS:
-            self._fail(InvalidMessage("a media event needs 'media' with a track of inbound or outbound"))
-            return
+        media = _object(event, "media")
+        track = media.get("track", "inbound")
+        if not isinstance(track, str) or track not in TRACKS:
+            raise InvalidMessage(f"a media event's track is inbound or outbound, not {str(track)[:40]!r}")
+        payload = media.get("payload")
         try:
-            payload = base64.b64decode(str(media.get("payload", "")), validate=True)
-            timestamp = int(media.get("timestamp", 0))
+            if not isinstance(payload, str):
+                raise ValueError
+            audio = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            self._fail(InvalidMessage("a media event needs a base64 'payload' and a numeric 'timestamp'"))
-            return
-        self._interleaver.add(TRACKS.index(media.get("track", "inbound")), timestamp, payload)
+            raise InvalidMessage("a media event needs its 'payload' in base64") from None
+        self._interleaver.add(TRACKS.index(track), _number(media, "timestamp", 0), audio)
         self._take_interleaved(flush=False)
 
     def _take_interleaved(self, *, flush: bool) -> None:
         data = self._interleaver.take(flush=flush)
         if data:
-            super().receive_bytes(data)
+            self.receive_audio(data)
+
+
+def _object(parent: dict[str, Any], name: str, *, required: bool = True) -> dict[str, Any]:
+    value = parent.get(name)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidMessage(f"'{name}' must be a JSON object")
+    return value
+
+
+def _number(parent: dict[str, Any], name: str, default: int) -> int:
+    """A non-negative integer field; Twilio sends some as strings ("timestamp": "20")."""
+    value = parent.get(name, default)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12:
+        return value
+    raise InvalidMessage(f"'{name}' must be a non-negative integer, not {str(value)[:40]!r}")
+
+
+def _text(value: object) -> str | None:
+    return str(value)[:64] if isinstance(value, str | int) and value != "" else None
 
 
 def _parse(text: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from streaming.errors import (
     BodyTooLarge,
     InvalidParameter,
     NotReady,
+    Overloaded,
     ServerFull,
     ShuttingDown,
     StreamingError,
@@ -399,13 +400,16 @@ async def predict_endpoint(request: Request) -> Response:
             try:
                 decoded = await found.scheduler.submit(job)
             except Exception as exc:
-                session.receive_failure(job.ticket, str(exc))
+                typed = exc if isinstance(exc, StreamingError) else None
+                session.receive_failure(job.ticket, str(exc), typed)
                 continue
             if decoded is not None:
                 session.receive_result(job.ticket, decoded)
     final = next(m for m in session.messages_to_send() if m["type"] == "final")
     if session.error is not None and session.error.close_code == 1011:
         return _http_error(session.error, 500)
+    if isinstance(session.error, Overloaded):  # part of the file was not transcribed
+        return _http_error(session.error, 503)
     if response_format != "json":
         fmt: subtitles.SubtitleFormat = response_format
         return Response(

@@ -243,18 +243,22 @@ class Session:
                 self._emit(track, track.on_result(job, decoded))
         self._dispatch()
 
-    def receive_failure(self, ticket: int, reason: str) -> None:
-        """The job with this ticket was not decoded: shed or superseded under load, or a model
-        error. A partial is skipped, and an eager final falls back to a plain one; a final's
-        utterance is lost, and the stream ends with ``internal_error`` once the rest of what it
-        received is transcribed."""
+    def receive_failure(self, ticket: int, reason: str, error: StreamingError | None = None) -> None:
+        """The job with this ticket was not decoded: shed or superseded under load, refused
+        (``error``: the scheduler's own, such as :class:`Overloaded`), or a model error. A
+        partial is skipped, and an eager final falls back to a plain one; a final's utterance is
+        lost, and the stream ends with ``error`` (``internal_error`` when there is none) once the
+        rest of what it received is transcribed."""
         for track in self._tracks:
             if track.in_flight is None or track.in_flight[0].ticket != ticket:
                 continue
-            if track.on_lost(track.in_flight[0]) is not None and not isinstance(self.error, InternalError):
+            if track.on_lost(track.in_flight[0]) is None:
+                continue
+            failure = error or InternalError(f"transcription failed ({reason}); the stream cannot go on")
+            if not isinstance(self.error, type(failure)):
                 # A poisoned item fails alone (the scheduler retries batches one by one): what
                 # else was received is still transcribed.
-                self.fail(InternalError(f"transcription failed ({reason}); the stream cannot go on"))
+                self.fail(failure)
         self._dispatch()
 
     def tick(self) -> None:

@@ -256,7 +256,8 @@ class StreamConnection:
                 exc = future.exception()
                 if exc is not None:
                     reason = "server shutting down" if isinstance(exc, SchedulerStopped) else str(exc)
-                    session.receive_failure(job.ticket, reason)
+                    typed = exc if isinstance(exc, StreamingError) else None
+                    session.receive_failure(job.ticket, reason, typed)
                     return
                 decoded = future.result()
                 if decoded is not None:
@@ -297,7 +298,10 @@ class StreamConnection:
         for job in jobs:
             try:
                 future = self._scheduler.submit(job)
-            except (StreamingError, SchedulerStopped) as exc:
+            except StreamingError as exc:  # Overloaded: the client is told so, in those words
+                session.receive_failure(job.ticket, str(exc), exc)
+                continue
+            except SchedulerStopped as exc:
                 session.receive_failure(job.ticket, str(exc))
                 continue
             self._pending.add(future)

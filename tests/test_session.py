@@ -10,6 +10,7 @@ import pytest
 
 from streaming.clock import ManualClock
 from streaming.config import Config, StreamConfig
+from streaming.errors import Overloaded
 from streaming.jobs import Job
 from streaming.messages import ServerMessage
 from streaming.session import Phase, Session, SessionSettings
@@ -317,3 +318,17 @@ def test_a_silent_channel_asks_for_no_decode() -> None:
     h.text({"type": "end"})
     assert {job.track for job, _ in h.engine_jobs} == {0}
     assert {m["segment"]["speaker"] for m in h.of_type("segment")} == {"channel_0"}  # type: ignore[typeddict-item]
+
+
+def test_a_final_the_scheduler_refuses_as_overloaded_reaches_the_client_as_overloaded() -> None:
+    h = Harness(partial_interval=0, eager_finals=False)
+    h.audio(np.concatenate([tone(0.5), silence(0.5), tone(0.5)]), run_jobs=False)
+    [job] = h.pending
+    h.pending.clear()
+    h.session.receive_failure(
+        job.ticket, "queue full", Overloaded("the server's transcription queue is full")
+    )
+    h.pump()
+    assert [e["code"] for e in h.of_type("error")] == ["overloaded"]  # type: ignore[typeddict-item]
+    assert h.session.close_code == 1008
+    assert len(h.of_type("final")) == 1

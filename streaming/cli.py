@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from streaming.config import Config
+from streaming.config import Config, bool_word
 from streaming.errors import ModelError
 from streaming.models import resolve_model
 
@@ -33,12 +33,10 @@ def env_var(name: str) -> str:
 
 
 def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    parsed = bool_word(text)
+    if parsed is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return parsed
 
 
 def _parse_list(text: str) -> tuple[str, ...]:

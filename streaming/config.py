@@ -26,7 +26,7 @@ ENCODINGS: tuple[Encoding, ...] = get_args(Encoding)
 TASKS: tuple[Task, ...] = get_args(Task)
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
-MODEL_SAMPLE_RATE = 16000
+MODEL_SAMPLE_RATE = 16000  # what Whisper and silero-vad take: every stream is resampled to it
 
 
 def _opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None, secret: bool = False) -> Any:
@@ -267,13 +267,22 @@ MAX_CHANNELS = 8
 MAX_TEXT_PARAMETER = 1000
 
 
-def _parse_bool(name: str, value: str) -> bool:
+def bool_word(value: str) -> bool | None:
+    """The words taken for true and false, in query parameters, flags and the environment
+    alike (None: neither)."""
     lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes"):
+    if lowered in ("1", "true", "yes", "on"):
         return True
-    if lowered in ("false", "0", "no"):
+    if lowered in ("0", "false", "no", "off"):
         return False
-    raise InvalidParameter(f"{name} must be true or false, got {value!r}")
+    return None
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    parsed = bool_word(value)
+    if parsed is None:
+        raise InvalidParameter(f"{name} must be true or false, got {value!r}")
+    return parsed
 
 
 def _parse_int(name: str, value: str, low: int, high: int) -> int:

@@ -17,10 +17,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from streaming.audio import Samples
+from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 HOP_LENGTH = 160  # samples per feature frame
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
 MAX_FRAMES = 30 * FRAMES_PER_SECOND  # Whisper's window

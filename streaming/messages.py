@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.errors import InvalidAudio, InvalidMessage, StreamingError
-
-SAMPLE_RATE = 16000
 
 
 def seconds(samples: int) -> float:

@@ -23,10 +23,10 @@ from typing import Protocol
 import numpy as np
 
 from streaming.audio import Samples
+from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import Config
 
 WINDOW = 512  # samples per VAD score at 16 kHz (32 ms), what silero-vad expects
-SAMPLE_RATE = 16000
 _EMPTY: Samples = np.zeros(0, dtype=np.float32)
 
 

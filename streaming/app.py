@@ -52,6 +52,7 @@ from streaming.twilio import TwilioSession
 from streaming.vad import Scorer, Segmenter, SileroVad, VadParams, configure_torch
 
 logger = logging.getLogger(__name__)
+MODEL_LOADING = "the model is still loading; retry in a few seconds"
 
 # The browser page (plain JavaScript modules, no build step), shipped with the clients.
 WEB_DIR = Path(__file__).resolve().parents[1] / "clients" / "web"
@@ -242,7 +243,7 @@ def _new_session(found: Services, stream: StreamConfig) -> Session:
 async def stream_endpoint(websocket: WebSocket) -> None:
     found = services(websocket)
     if not found.ready:
-        await found.refuse(websocket, NotReady("the model is still loading; retry in a few seconds"))
+        await found.refuse(websocket, NotReady(MODEL_LOADING))
         return
     assert found.engine is not None
     try:
@@ -262,7 +263,7 @@ async def twilio_endpoint(websocket: WebSocket) -> None:
     """Twilio Media Streams: the call's inbound and outbound tracks as two speakers."""
     found = services(websocket)
     if not found.ready:
-        await found.refuse(websocket, NotReady("the model is still loading; retry in a few seconds"))
+        await found.refuse(websocket, NotReady(MODEL_LOADING))
         return
     assert found.engine is not None
     engine = found.engine
@@ -347,7 +348,7 @@ async def predict_endpoint(request: Request) -> Response:
     ``"response_format": "srt"`` or ``"vtt"``, captions instead of the JSON."""
     found = services(request)
     if not found.ready:
-        return _http_error(NotReady("the model is still loading; retry in a few seconds"), 503)
+        return _http_error(NotReady(MODEL_LOADING), 503)
     assert found.engine is not None
     assert found.scheduler is not None
     try:
@@ -443,7 +444,7 @@ async def info_endpoint(request: Request) -> JSONResponse:
     """What a client may choose: the model, its languages, and the limits a stream runs under."""
     found = services(request)
     if not found.ready:
-        return _http_error(NotReady("the model is still loading; retry in a few seconds"), 503)
+        return _http_error(NotReady(MODEL_LOADING), 503)
     assert found.engine is not None
     config = found.config
     return JSONResponse(
@@ -452,13 +453,7 @@ async def info_endpoint(request: Request) -> JSONResponse:
             "multilingual": found.engine.multilingual,
             "languages": sorted(found.engine.languages) if found.engine.multilingual else ["en"],
             "tasks": ["transcribe", "translate"] if found.engine.multilingual else ["transcribe"],
-            "limits": {
-                "max_frame_bytes": config.max_frame_bytes,
-                "max_session_seconds": config.max_session_seconds,
-                "max_buffered_seconds": config.max_buffered_seconds,
-                "idle_timeout": config.idle_timeout,
-                "max_unsent_messages": config.max_unsent_messages,
-            },
+            "limits": SessionSettings.from_config(config, found.engine.name).limits(),
         }
     )
 

@@ -107,6 +107,16 @@ class SessionSettings:
             max_sentence=config.max_sentence,
         )
 
+    def limits(self) -> dict[str, float]:
+        """The limits a stream runs under, as ``ready`` and ``GET /v1/info`` show them."""
+        return {
+            "max_frame_bytes": self.max_frame_bytes,
+            "max_session_seconds": self.max_session_seconds,
+            "max_buffered_seconds": self.max_buffered_seconds,
+            "idle_timeout": self.idle_timeout,
+            "max_unsent_messages": self.max_unsent_messages,
+        }
+
     def track_settings(self) -> TrackSettings:
         return TrackSettings(
             max_decode=round((self.encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
@@ -507,11 +517,5 @@ class Session:
             "language": stream.language or "auto",
             "task": stream.task,
             "interim_results": stream.interim_results and settings.partial_interval > 0,
-            "limits": {
-                "max_frame_bytes": settings.max_frame_bytes,
-                "max_session_seconds": settings.max_session_seconds,
-                "max_buffered_seconds": settings.max_buffered_seconds,
-                "idle_timeout": settings.idle_timeout,
-                "max_unsent_messages": settings.max_unsent_messages,
-            },
+            "limits": settings.limits(),
         }

@@ -157,3 +157,16 @@ def test_an_unreadable_key_file_stops_the_start(tmp_path: Path) -> None:
 
     missing = tmp_path / "absent.txt"
     assert main(["serve", "--api-key-file", str(missing), "--port", "0"], environ={}) == STARTUP_FAILURE
+
+
+def test_info_shows_the_limits_a_stream_gets_in_ready(client: TestClient) -> None:
+    headers = {"Authorization": f"Bearer {KEYS[0]}"}
+    info = client.get("/v1/info", headers=headers).json()
+    with client.websocket_connect("/v1/stream", headers=headers) as ws:
+        ready = ws.receive_json()
+        ws.send_json({"type": "end"})
+        while ws.receive_json()["type"] != "final":
+            pass
+    assert ready["type"] == "ready"
+    assert info["limits"] == ready["config"]["limits"]
+    assert info["limits"]["max_frame_bytes"] == Config().max_frame_bytes

@@ -124,6 +124,17 @@ class Services:
     def ready(self) -> bool:
         return self.engine is not None and self.scheduler is not None
 
+    def refusal(self) -> StreamingError | None:
+        """Why a new stream would be refused now (draining, full), or None: the one test that
+        both admission and ``/ready`` use."""
+        if self.lifecycle.draining:
+            return ShuttingDown("the server is shutting down; connect to another")
+        if len(self.lifecycle.sessions) >= self.config.max_sessions:
+            return ServerFull(
+                f"the server is serving its limit of {self.config.max_sessions} streams; retry later"
+            )
+        return None
+
 
 def services(conn: HTTPConnection) -> Services:
     """The typed services of the running app (Starlette's lifespan state is untyped)."""
@@ -302,16 +313,9 @@ async def _serve(websocket: WebSocket, found: Services, new_session: Callable[[]
     """Admit a stream (or refuse it: draining, full) and run it to its close."""
     assert found.scheduler is not None
     lifecycle = found.lifecycle
-    if lifecycle.draining:
-        await found.refuse(websocket, ShuttingDown("the server is shutting down; connect to another"))
-        return
-    if len(lifecycle.sessions) >= found.config.max_sessions:
-        await found.refuse(
-            websocket,
-            ServerFull(
-                f"the server is serving its limit of {found.config.max_sessions} streams; retry later"
-            ),
-        )
+    refusal = found.refusal()
+    if refusal is not None:
+        await found.refuse(websocket, refusal)
         return
     session = new_session()
     lifecycle.opened(session.id)
@@ -467,9 +471,7 @@ async def ready_endpoint(request: Request) -> JSONResponse:
     found = services(request)
     lifecycle = found.lifecycle
     body = {
-        "ready": found.ready
-        and not lifecycle.draining
-        and len(lifecycle.sessions) < found.config.max_sessions,
+        "ready": found.ready and found.refusal() is None,
         "sessions": len(lifecycle.sessions),
         "max_sessions": found.config.max_sessions,
         "model_loaded": found.ready,

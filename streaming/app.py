@@ -33,6 +33,7 @@ from streaming.audio import decode_file
 from streaming.auth import Gate, GateMiddleware, read_key_file
 from streaming.clock import Clock, MonotonicClock
 from streaming.config import Config, StreamConfig, parse_stream_config
+from streaming.driver import run_to_final
 from streaming.engine import Engine, Thresholds, WhisperEngine, resolve_device
 from streaming.errors import (
     BodyTooLarge,
@@ -46,9 +47,10 @@ from streaming.errors import (
 from streaming.metrics import CONTENT_TYPE, Metrics
 from streaming.models import resolve_model
 from streaming.scheduler import Scheduler
-from streaming.session import Phase, Session, SessionSettings
-from streaming.transport import StreamConnection, refuse
-from streaming.twilio import TwilioSession
+from streaming.session import Session
+from streaming.settings import SessionSettings
+from streaming.transport import Frames, StreamConnection, refuse
+from streaming.twilio import TwilioAdapter
 from streaming.vad import Scorer, Segmenter, SileroVad, VadParams, configure_torch
 
 logger = logging.getLogger(__name__)
@@ -267,7 +269,12 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     except InvalidParameter as exc:
         await found.refuse(websocket, exc)
         return
-    await _serve(websocket, found, lambda: _new_session(found, stream))
+
+    def session() -> tuple[Session, Frames]:
+        new = _new_session(found, stream)
+        return new, new
+
+    await _serve(websocket, found, session)
 
 
 async def twilio_endpoint(websocket: WebSocket) -> None:
@@ -296,8 +303,8 @@ async def twilio_endpoint(websocket: WebSocket) -> None:
     # the start event instead of at the handshake.
     key_check = None if found.gate.check(websocket) is None else found.gate.allows_key
 
-    def session() -> Session:
-        return TwilioSession(
+    def session() -> tuple[Session, Frames]:
+        adapter = TwilioAdapter.new_session(
             session_id=uuid.uuid4().hex[:12],
             settings=SessionSettings.from_config(found.config, engine.name),
             new_segmenter=lambda: Segmenter(found.make_scorer(), VadParams.from_config(found.config)),
@@ -305,11 +312,14 @@ async def twilio_endpoint(websocket: WebSocket) -> None:
             speakers=speakers,
             key_check=key_check,
         )
+        return adapter.session, adapter
 
     await _serve(websocket, found, session)
 
 
-async def _serve(websocket: WebSocket, found: Services, new_session: Callable[[], Session]) -> None:
+async def _serve(
+    websocket: WebSocket, found: Services, new_session: Callable[[], tuple[Session, Frames]]
+) -> None:
     """Admit a stream (or refuse it: draining, full) and run it to its close."""
     assert found.scheduler is not None
     lifecycle = found.lifecycle
@@ -317,12 +327,14 @@ async def _serve(websocket: WebSocket, found: Services, new_session: Callable[[]
     if refusal is not None:
         await found.refuse(websocket, refusal)
         return
-    session = new_session()
+    session, frames = new_session()
     lifecycle.opened(session.id)
     try:
         logger.info("session %s opened: %s", session.id, session.stream)
         await websocket.accept()
-        await StreamConnection(websocket, session, found.scheduler, found.clock, stop=lifecycle.stop).run()
+        await StreamConnection(
+            websocket, session, found.scheduler, found.clock, stop=lifecycle.stop, frames=frames
+        ).run()
     finally:
         lifecycle.closed(session.id)
         error = session.error.code if session.error else ""
@@ -396,21 +408,9 @@ async def predict_endpoint(request: Request) -> Response:
     session = _new_session(found, stream)
     # Segmenting a whole file is CPU work: keep it off the event loop.
     await asyncio.to_thread(_feed, session, audio.tobytes())
-    session.end()
-    while session.phase is not Phase.CLOSED:
-        jobs = session.jobs_to_start()
-        if not jobs:
-            break
-        for job in jobs:
-            try:
-                decoded = await found.scheduler.submit(job)
-            except Exception as exc:
-                typed = exc if isinstance(exc, StreamingError) else None
-                session.receive_failure(job.ticket, str(exc), typed)
-                continue
-            if decoded is not None:
-                session.receive_result(job.ticket, decoded)
-    final = next(m for m in session.messages_to_send() if m["type"] == "final")
+    sent = await run_to_final(session, found.scheduler.submit)
+    final = sent[-1]
+    assert final["type"] == "final"  # the session always ends with it here: no client can leave
     if session.error is not None and session.error.close_code == 1011:
         return _http_error(session.error, 500)
     if isinstance(session.error, Overloaded):  # part of the file was not transcribed

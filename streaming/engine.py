@@ -187,6 +187,9 @@ class WhisperEngine:
             return []
         started = time.perf_counter()
         audios = [clip.audio for clip in clips]
+        for audio in audios:
+            if audio.ndim != 1:
+                raise ValueError(f"a clip is mono audio, not of shape {audio.shape}")
         features = self._features(audios)
         encoded = self._model.encode(features)
         languages = self._languages_of(encoded, len(audios), options)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -33,9 +32,9 @@ from streaming import messages
 from streaming.audio import Samples, StreamDecoder
 from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
-from streaming.config import Config, StreamConfig
+from streaming.config import StreamConfig
 from streaming.context import PromptContext
-from streaming.engine import FRAMES_PER_SECOND, WINDOW_MARGIN_FRAMES, Decoded, DecodeOptions
+from streaming.engine import Decoded, DecodeOptions
 from streaming.errors import (
     FrameTooLarge,
     IdleTimeout,
@@ -50,80 +49,17 @@ from streaming.errors import (
 from streaming.jobs import Job
 from streaming.messages import Transcript
 from streaming.sentences import SentenceCutter, join_sentences
-from streaming.track import Outcome, Track, TrackSettings, TrackStats
+from streaming.settings import SessionSettings
+from streaming.track import Outcome, Track, TrackStats
 from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
-
-# The encoder window holds a clip and this much room after it.
-WINDOW_MARGIN = WINDOW_MARGIN_FRAMES / FRAMES_PER_SECOND
 
 
 class Phase(Enum):
     OPEN = "open"
     ENDING = "ending"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """The server-side settings one session runs with (defaults live in :class:`Config`)."""
-
-    model: str
-    beam_size: int
-    partial_beam_size: int
-    partial_interval: float
-    condition_on_previous_text: bool
-    prompt_chars: int
-    max_frame_bytes: int
-    max_session_seconds: float
-    max_buffered_seconds: float
-    idle_timeout: float
-    max_unsent_messages: int
-    encoder_window: float = 15.0
-    commit_bound: float = 1.5
-    eager_finals: bool = True
-    sentence_pause: float = 1.0
-    max_sentence: float = 20.0
-
-    @classmethod
-    def from_config(cls, config: Config, model: str) -> SessionSettings:
-        return cls(
-            model=model,
-            beam_size=config.beam_size,
-            partial_beam_size=config.partial_beam_size,
-            partial_interval=config.partial_interval,
-            condition_on_previous_text=config.condition_on_previous_text,
-            prompt_chars=config.prompt_chars,
-            max_frame_bytes=config.max_frame_bytes,
-            max_session_seconds=config.max_session_seconds,
-            max_buffered_seconds=config.max_buffered_seconds,
-            idle_timeout=config.idle_timeout,
-            max_unsent_messages=config.max_unsent_messages,
-            encoder_window=config.encoder_window,
-            commit_bound=config.commit_bound,
-            eager_finals=config.eager_finals,
-            sentence_pause=config.sentence_pause,
-            max_sentence=config.max_sentence,
-        )
-
-    def limits(self) -> dict[str, float]:
-        """The limits a stream runs under, as ``ready`` and ``GET /v1/info`` show them."""
-        return {
-            "max_frame_bytes": self.max_frame_bytes,
-            "max_session_seconds": self.max_session_seconds,
-            "max_buffered_seconds": self.max_buffered_seconds,
-            "idle_timeout": self.idle_timeout,
-            "max_unsent_messages": self.max_unsent_messages,
-        }
-
-    def track_settings(self) -> TrackSettings:
-        return TrackSettings(
-            max_decode=round((self.encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
-            commit_bound=self.commit_bound,
-            partial_interval=self.partial_interval,
-            eager_finals=self.eager_finals,
-        )
 
 
 class Session:
@@ -346,6 +282,11 @@ class Session:
         return sum(track.waiting_samples() for track in self._tracks) / SAMPLE_RATE
 
     @property
+    def received_seconds(self) -> float:
+        """Stream time taken in so far (the longest channel's), in seconds."""
+        return max(track.segmenter.received for track in self._tracks) / SAMPLE_RATE
+
+    @property
     def track_stats(self) -> list[TrackStats]:
         """Per channel: commits by agreement and by the time bound, eager finals used and not."""
         return [track.stats for track in self._tracks]
@@ -359,7 +300,7 @@ class Session:
         except StreamingError as exc:
             self.fail(exc)
             return
-        room = self._max_samples - max(track.segmenter.received for track in self._tracks)
+        room = self._max_samples - round(self.received_seconds * SAMPLE_RATE)
         too_long = len(samples) > room
         if too_long:
             samples = samples[: max(room, 0)]

@@ -1,6 +1,7 @@
 """The websocket adapter: the only code that reads or writes a socket for a stream.
 
-It feeds frames into the sans-I/O :class:`~streaming.session.Session`, hands the session's
+It feeds frames into the sans-I/O :class:`~streaming.session.Session` (or into the adapter of
+another protocol, which parses them and drives the session), hands the session's
 decode jobs to the :class:`~streaming.scheduler.Scheduler`, feeds their results back, sends
 the session's messages, and closes with the session's close code.
 
@@ -26,11 +27,13 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from streaming import messages
 from streaming.clock import Clock
+from streaming.driver import settle
 from streaming.errors import InternalError, StreamingError
 from streaming.jobs import Job
 from streaming.scheduler import PartialResult, Scheduler, SchedulerStopped
@@ -105,6 +108,15 @@ class _Result:
 _Event = _Frame | _Disconnected | _Result | _Stop
 
 
+class Frames(Protocol):
+    """What reads a stream's frames: the session itself for our protocol, or another
+    protocol's adapter that parses its own frames and drives the session's public core."""
+
+    def receive_bytes(self, data: bytes) -> None: ...
+
+    def receive_text(self, text: str) -> None: ...
+
+
 async def refuse(websocket: WebSocket, exc: StreamingError) -> None:
     """Accept, say why in an ``error`` message, and close: before any audio is taken."""
     logger.info("refused stream: %s: %s", exc.code, exc.message)
@@ -122,11 +134,14 @@ class StreamConnection:
         session: Session,
         scheduler: Scheduler,
         clock: Clock,
+        *,
         stop: asyncio.Event | None = None,
+        frames: Frames | None = None,
     ) -> None:
         self._stop = stop or asyncio.Event()  # set when the server drains: end the stream
         self._ws = websocket
         self._session = session
+        self._frames: Frames = frames or session
         self._scheduler = scheduler
         self._clock = clock
         self._inbox: asyncio.Queue[_Event] = asyncio.Queue()
@@ -246,24 +261,16 @@ class StreamConnection:
             case _Frame(data):
                 self._frame_slots.release()
                 if isinstance(data, bytes):
-                    session.receive_bytes(data)
+                    self._frames.receive_bytes(data)
                 else:
-                    session.receive_text(data)
+                    self._frames.receive_text(data)
             case _Result(job, future):
                 self._pending.discard(future)
                 if future.cancelled():
                     return
                 exc = future.exception()
-                if exc is not None:
-                    reason = "server shutting down" if isinstance(exc, SchedulerStopped) else str(exc)
-                    typed = exc if isinstance(exc, StreamingError) else None
-                    session.receive_failure(job.ticket, reason, typed)
-                    return
-                decoded = future.result()
-                if decoded is not None:
-                    session.receive_result(job.ticket, decoded)
-                else:
-                    session.receive_failure(job.ticket, "superseded")
+                reason = "server shutting down" if isinstance(exc, SchedulerStopped) else None
+                settle(session, job, exc if exc is not None else future.result(), reason)
             case _Stop():
                 session.going_away()
             case _Disconnected(code):
@@ -298,11 +305,8 @@ class StreamConnection:
         for job in jobs:
             try:
                 future = self._scheduler.submit(job)
-            except StreamingError as exc:  # Overloaded: the client is told so, in those words
-                session.receive_failure(job.ticket, str(exc), exc)
-                continue
-            except SchedulerStopped as exc:
-                session.receive_failure(job.ticket, str(exc))
+            except (StreamingError, SchedulerStopped) as exc:  # Overloaded: told so, in those words
+                settle(session, job, exc)
                 continue
             self._pending.add(future)
             future.add_done_callback(functools.partial(self._on_done, job))

@@ -11,10 +11,10 @@ https://www.twilio.com/docs/voice/media-streams/websocket-messages.
 them into one interleaved two-channel mu-law stream: a gap in a track's timestamps, or a
 track that falls more than ``MAX_SKEW_MS`` behind the other (a one-track stream, a track
 that pauses), is filled with mu-law silence, so one track never holds the other back.
-:class:`TwilioSession` is a :class:`~streaming.session.Session` of that stream (multichannel,
-one speaker per track) that reads Twilio's events instead of our client messages: it parses
+:class:`TwilioAdapter` owns a :class:`~streaming.session.Session` of that stream (multichannel,
+one speaker per track) and reads Twilio's events in place of our client messages: it parses
 them itself, turns every malformed one into a typed error, and drives the session through its
-public core (``receive_audio``, ``end``, ``fail``), never our wire format. Our own
+public core (``accept_frame``, ``receive_audio``, ``end``, ``fail``), never our wire format. Our own
 messages go back on the same socket: Twilio ignores them, a bot or a recorder beside it reads
 them.
 """
@@ -31,7 +31,8 @@ from typing import Any
 from streaming.clock import Clock
 from streaming.config import StreamConfig
 from streaming.errors import InvalidMessage, StreamingError, Unauthorized
-from streaming.session import Session, SessionSettings
+from streaming.session import Session
+from streaming.settings import SessionSettings
 from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -101,26 +102,12 @@ class TrackInterleaver:
         return bytes(out)
 
 
-class TwilioSession(Session):
-    """A session fed by Twilio's events (text frames); binary frames are not part of them."""
+class TwilioAdapter:
+    """Twilio's events (text frames; binary frames are not part of them) in, driving a
+    two-speaker :class:`Session` through its public core."""
 
-    def __init__(
-        self,
-        *,
-        session_id: str,
-        settings: SessionSettings,
-        new_segmenter: Callable[[], Segmenter],
-        clock: Clock,
-        speakers: tuple[str, ...] = (),
-        key_check: Callable[[str], bool] | None = None,
-    ) -> None:
-        super().__init__(
-            session_id=session_id,
-            stream=twilio_stream_config(speakers),
-            settings=settings,
-            new_segmenter=new_segmenter,
-            clock=clock,
-        )
+    def __init__(self, session: Session, key_check: Callable[[str], bool] | None = None) -> None:
+        self.session = session
         self._interleaver = TrackInterleaver()
         # Set when the handshake carried no valid key: the start event's token must be one.
         self._key_check = key_check
@@ -128,16 +115,37 @@ class TwilioSession(Session):
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
 
+    @classmethod
+    def new_session(
+        cls,
+        *,
+        session_id: str,
+        settings: SessionSettings,
+        new_segmenter: Callable[[], Segmenter],
+        clock: Clock,
+        speakers: tuple[str, ...] = (),
+        key_check: Callable[[str], bool] | None = None,
+    ) -> TwilioAdapter:
+        """An adapter over a new session of a call's two tracks."""
+        session = Session(
+            session_id=session_id,
+            stream=twilio_stream_config(speakers),
+            settings=settings,
+            new_segmenter=new_segmenter,
+            clock=clock,
+        )
+        return cls(session, key_check)
+
     def receive_bytes(self, data: bytes) -> None:
-        self.fail(InvalidMessage("Twilio Media Streams sends JSON text frames only"))
+        self.session.fail(InvalidMessage("Twilio Media Streams sends JSON text frames only"))
 
     def receive_text(self, text: str) -> None:
-        if not self.accept_frame(len(text)):
+        if not self.session.accept_frame(len(text)):
             return
         try:
             self._event(_parse(text))
         except StreamingError as exc:
-            self.fail(exc)
+            self.session.fail(exc)
 
     def _event(self, event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -153,7 +161,7 @@ class TwilioSession(Session):
             self._media(event)
         elif kind == "stop":
             self._take_interleaved(flush=True)
-            self.end()
+            self.session.end()
         # "mark", "dtmf" and events Twilio may add carry no audio.
 
     def _start(self, event: dict[str, Any]) -> None:
@@ -176,7 +184,9 @@ class TwilioSession(Session):
                 f"mediaFormat {str(media)[:200]} is not audio/x-mulaw at 8000 Hz, one channel per track"
             )
         self._started = True
-        logger.info("session %s: Twilio stream %s of call %s", self.id, self.stream_sid, self.call_sid)
+        logger.info(
+            "session %s: Twilio stream %s of call %s", self.session.id, self.stream_sid, self.call_sid
+        )
 
     def _media(self, event: dict[str, Any]) -> None:
         media = _object(event, "media")
@@ -196,7 +206,7 @@ class TwilioSession(Session):
     def _take_interleaved(self, *, flush: bool) -> None:
         data = self._interleaver.take(flush=flush)
         if data:
-            self.receive_audio(data)
+            self.session.receive_audio(data)
 
 
 def _object(parent: dict[str, Any], name: str, *, required: bool = True) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from streaming.audio import Samples
+from streaming.driver import Decode
 from streaming.engine import Clip, Decoded, DecodedWord, DecodeOptions
+from streaming.jobs import Job
 from streaming.vad import VadParams
 
 RATE = 16000
@@ -81,6 +83,8 @@ class ScriptedEngine:
         return [self.transcribe(clip, options) for clip in clips]
 
     def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        if clip.audio.ndim != 1:  # as the real engine: a clip is mono, or the batch fails
+            raise ValueError(f"a clip is mono audio, not of shape {clip.audio.shape}")
         self.calls.append((len(clip.audio), options))
         self.clips.append(clip)
         if len(self.calls) in self.fail_on:
@@ -92,6 +96,15 @@ class ScriptedEngine:
             language="en",
             seconds=0.01,
         )
+
+
+def scripted_decode(engine: ScriptedEngine) -> Decode:
+    """The engine as :func:`streaming.driver.run_to_final` calls a decoder."""
+
+    async def decode(job: Job) -> Decoded:
+        return engine.transcribe(job.clip, job.options)
+
+    return decode
 
 
 FRAME = RATE // 100  # 10 ms

@@ -262,3 +262,107 @@ def test_invalid_query_strings_are_refused_before_audio(strict_server: RunningSe
         outcome = asyncio.run(client(strict_server, nothing, urllib.parse.quote(query, safe="=&")))
         assert outcome.codes == ["invalid_parameter"], query
         assert outcome.close_code == 1008
+
+
+# The server runs in this process: its memory is this process's. One event of the kind below
+# made the landed code fill 8 hours of silence (1.17 GB); now each jump adds at most 2 s.
+HOSTILE_RSS_BOUND = 200 * 2**20
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def twilio_event(kind: str, **fields: Any) -> str:
+    return json.dumps({"event": kind, "streamSid": "MZ0", **fields})
+
+
+TWILIO_START = {
+    "streamSid": "MZ0",
+    "callSid": "CA0",
+    "tracks": ["inbound", "outbound"],
+    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+}
+MULAW_20MS = base64.b64encode(b"\x7f" * 160).decode()
+
+
+def hostile_twilio_clients() -> dict[str, tuple[list[str], list[str], int]]:
+    """Name -> (the events it sends, the error codes it must get, its close code)."""
+    start = twilio_event("start", start=TWILIO_START)
+
+    def media(timestamp: Any, payload: Any = MULAW_20MS, track: Any = "inbound") -> str:
+        return twilio_event("media", media={"track": track, "timestamp": timestamp, "payload": payload})
+
+    jumps = [media(str(30_000_000 * (i + 1)), track=("inbound", "outbound")[i % 2]) for i in range(40)]
+    bad_rate = {**TWILIO_START, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": "abc"}}
+    return {
+        "timestamps_jump_hours": ([start, *jumps, twilio_event("stop")], [], 1000),
+        "sample_rate_not_a_number": ([twilio_event("start", start=bad_rate)], ["invalid_message"], 1007),
+        "media_format_not_an_object": (
+            [twilio_event("start", start={**TWILIO_START, "mediaFormat": "x"})],
+            ["invalid_message"],
+            1007,
+        ),
+        "timestamp_a_list": ([start, media([1])], ["invalid_message"], 1007),
+        "payload_not_base64": ([start, media(0, payload="@@@")], ["invalid_message"], 1007),
+        "unknown_track": ([start, media(0, track="sideways")], ["invalid_message"], 1007),
+        "media_before_start": ([media(0)], ["invalid_message"], 1007),
+        "binary_frame": ([start, "\x00binary"], ["invalid_message"], 1007),
+    }
+
+
+async def twilio_client(server: RunningServer, events: list[str]) -> Outcome:
+    outcome = Outcome()
+    url = f"ws://{server.host}:{server.port}/v1/twilio"
+    async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+        for event in events:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send(event.encode()[1:] if event.startswith("\x00") else event)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in ws:
+                outcome.messages.append(json.loads(raw))
+        outcome.close_code = ws.close_code
+    for message in outcome.messages:
+        validate_message(message)
+    return outcome
+
+
+def test_hostile_twilio_clients_get_typed_errors_within_bounded_memory_beside_a_good_stream(
+    strict_server: RunningServer, data_dir: Path
+) -> None:
+    good = read_audio(data_dir / GOOD_CLIP)
+    alone = asyncio.run(stream_file(strict_server.ws_url, good))
+    before = peak = rss_bytes()
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            peak = max(peak, rss_bytes())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+
+    async def together() -> tuple[Any, dict[str, Outcome]]:
+        hostile = hostile_twilio_clients()
+        results = await asyncio.gather(
+            stream_file(strict_server.ws_url, good, realtime=True, speed=2.0),
+            *(twilio_client(strict_server, events) for events, _, _ in hostile.values()),
+        )
+        return results[0], dict(zip(hostile, results[1:], strict=True))
+
+    try:
+        beside, outcomes = asyncio.run(together())
+    finally:
+        done.set()
+        watcher.join()
+    assert beside.close_code == 1000
+    assert wer(alone.final["transcription"], beside.final["transcription"]) <= 0.1
+    for name, (_, codes, close_code) in hostile_twilio_clients().items():
+        outcome = outcomes[name]
+        assert outcome.codes == codes, (name, outcome.messages[-2:])
+        assert outcome.close_code == close_code, name
+        assert outcome.final is not None, name  # every stream that was admitted ends with its final
+    # 40 jumps of hours each: 80 s of silence per track at most, not 40 x 8 hours.
+    assert peak - before < HOSTILE_RSS_BOUND, (before, peak)

@@ -13,7 +13,8 @@ from streaming.config import Config, StreamConfig
 from streaming.errors import Overloaded
 from streaming.jobs import Job
 from streaming.messages import ServerMessage
-from streaming.session import Phase, Session, SessionSettings
+from streaming.session import Phase, Session
+from streaming.settings import SessionSettings
 from streaming.vad import Segmenter
 from tests.fakes import RATE, TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 

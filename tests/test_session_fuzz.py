@@ -28,7 +28,8 @@ from streaming.clock import ManualClock
 from streaming.config import Config, StreamConfig
 from streaming.errors import StreamingError
 from streaming.jobs import Job
-from streaming.session import Phase, Session, SessionSettings
+from streaming.session import Phase, Session
+from streaming.settings import SessionSettings
 from streaming.vad import Segmenter
 from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 

@@ -14,7 +14,8 @@ from streaming import transport
 from streaming.clock import MonotonicClock
 from streaming.config import Config, StreamConfig
 from streaming.scheduler import Scheduler
-from streaming.session import Phase, Session, SessionSettings
+from streaming.session import Phase, Session
+from streaming.settings import SessionSettings
 from streaming.transport import Outbox, StreamConnection
 from streaming.vad import Segmenter
 from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone

@@ -10,8 +10,11 @@ timestamps claim.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 import json
+import tracemalloc
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -20,18 +23,20 @@ from hypothesis import strategies as st
 from streaming.audio import encode_mulaw
 from streaming.clock import ManualClock
 from streaming.config import Config
-from streaming.session import Phase, SessionSettings
-from streaming.twilio import BYTES_PER_MS, MAX_GAP_MS, TrackInterleaver, TwilioSession
+from streaming.driver import run_to_final
+from streaming.session import Phase
+from streaming.settings import SessionSettings
+from streaming.twilio import BYTES_PER_MS, MAX_GAP_MS, TrackInterleaver, TwilioAdapter
 from streaming.vad import Segmenter
-from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, tone
+from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, scripted_decode, tone
 from tests.test_session_fuzz import CODES
 
 SID = "MZ00000000000000000000000000000000"
 CHUNK = base64.b64encode(encode_mulaw(tone(0.02, freq=300)[::2])).decode()  # 20 ms at 8 kHz
 
 
-def new_session() -> TwilioSession:
-    return TwilioSession(
+def new_session() -> TwilioAdapter:
+    return TwilioAdapter.new_session(
         session_id="t1",
         settings=SessionSettings.from_config(Config(), model="scripted"),
         new_segmenter=lambda: Segmenter(LoudnessScorer(), TEST_VAD),
@@ -57,22 +62,13 @@ def media(timestamp: Any, track: Any = "inbound", payload: Any = CHUNK) -> dict[
     }
 
 
-def run(session: TwilioSession, events: list[Any]) -> list[dict[str, Any]]:
-    """Send the events (dicts as JSON, strings as they are), end the stream, run its decodes."""
-    engine = ScriptedEngine()
+def run(adapter: TwilioAdapter, events: list[Any]) -> list[dict[str, Any]]:
+    """Send the events (dicts as JSON, strings as they are), stop the stream, run its decodes."""
     for event in events:
-        session.receive_text(event if isinstance(event, str) else json.dumps(event))
-    session.receive_text(json.dumps({"event": "stop", "streamSid": SID}))
-    assert session.phase is not Phase.OPEN  # a stop ends the stream, or is refused before a start
-    sent: list[dict[str, Any]] = []
-    while True:
-        sent += [dict(m) for m in session.messages_to_send()]
-        jobs = session.jobs_to_start()
-        if not jobs:
-            break
-        for job in jobs:
-            session.receive_result(job.ticket, engine.transcribe(job.clip, job.options))
-    return sent
+        adapter.receive_text(event if isinstance(event, str) else json.dumps(event))
+    adapter.receive_text(json.dumps({"event": "stop", "streamSid": SID}))
+    assert adapter.session.phase is not Phase.OPEN  # a stop ends the stream, or is refused before a start
+    return [dict(m) for m in asyncio.run(run_to_final(adapter.session, scripted_decode(ScriptedEngine())))]
 
 
 def errors(sent: list[dict[str, Any]]) -> list[str]:
@@ -91,17 +87,18 @@ def test_malformed_start_and_media_fields_are_invalid_messages_not_crashes() -> 
         [start(), start()],
     ]
     for events in cases:
-        session = new_session()
-        sent = run(session, events)
+        adapter = new_session()
+        sent = run(adapter, events)
         assert errors(sent)[:1] == ["invalid_message"], events
-        assert session.close_code == 1007, events
+        assert adapter.session.close_code == 1007, events
         assert [m["type"] for m in sent].count("final") == 1
 
 
 def test_a_timestamp_that_jumps_hours_fills_a_capped_gap_only() -> None:
-    session = new_session()
-    run(session, [start(), media(0), media("30000000"), media(30000020)])
-    received = max(track.segmenter.received for track in session._tracks)
+    adapter = new_session()
+    session = adapter.session
+    run(adapter, [start(), media(0), media("30000000"), media(30000020)])
+    received = session.received_seconds * 16000
     # 60 ms of payload and one capped gap, at 16 kHz: not 8 hours of silence.
     assert received <= (60 + MAX_GAP_MS + 200) * 16
     assert session.close_code == 1000
@@ -160,12 +157,31 @@ events = st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(events, max_size=25))
 def test_any_sequence_of_events_ends_cleanly_with_bounded_audio(sequence: list[Any]) -> None:
-    session = new_session()
-    sent = run(session, sequence)
+    adapter = new_session()
+    session = adapter.session
+    tracemalloc.start()
+    try:
+        sent = run(adapter, sequence)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Whatever the timestamps claim: the session's own buffers (the recent audio it keeps for
+    # context, at 16 kHz float32, per track) and the events themselves, not hours of silence.
+    assert peak < 16 * 2**20, peak
     assert [m["type"] for m in sent].count("final") == 1
     assert set(errors(sent)) <= CODES
     assert session.close_code in (1000, 1007)
     media_events = sum(isinstance(e, dict) and e.get("event") == "media" for e in sequence)
-    received = max(track.segmenter.received for track in session._tracks)
+    received = session.received_seconds * 16000
     # Per media event at most one capped gap and 20 ms of the other track's padding, at 16 kHz.
     assert received <= media_events * (MAX_GAP_MS + 200 + 20) * 16 + 16
+    # Each accepted sample is transcribed once: a speaker's words never overlap or go back.
+    for speaker in {m["segment"]["speaker"] for m in sent if m["type"] == "segment"}:
+        words = [
+            w
+            for m in sent
+            if m["type"] == "segment"
+            for w in m["segment"]["words"]
+            if w["speaker"] == speaker
+        ]
+        assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(words))

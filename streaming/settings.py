@@ -1,0 +1,74 @@
+"""The server-side settings one session runs with, taken once from :class:`Config`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
+from streaming.config import Config
+from streaming.engine import FRAMES_PER_SECOND, WINDOW_MARGIN_FRAMES
+from streaming.track import TrackSettings
+
+# The encoder window holds a clip and this much room after it.
+WINDOW_MARGIN = WINDOW_MARGIN_FRAMES / FRAMES_PER_SECOND
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """The server-side settings one session runs with (defaults live in :class:`Config`)."""
+
+    model: str
+    beam_size: int
+    partial_beam_size: int
+    partial_interval: float
+    condition_on_previous_text: bool
+    prompt_chars: int
+    max_frame_bytes: int
+    max_session_seconds: float
+    max_buffered_seconds: float
+    idle_timeout: float
+    max_unsent_messages: int
+    encoder_window: float = 15.0
+    commit_bound: float = 1.5
+    eager_finals: bool = True
+    sentence_pause: float = 1.0
+    max_sentence: float = 20.0
+
+    @classmethod
+    def from_config(cls, config: Config, model: str) -> SessionSettings:
+        return cls(
+            model=model,
+            beam_size=config.beam_size,
+            partial_beam_size=config.partial_beam_size,
+            partial_interval=config.partial_interval,
+            condition_on_previous_text=config.condition_on_previous_text,
+            prompt_chars=config.prompt_chars,
+            max_frame_bytes=config.max_frame_bytes,
+            max_session_seconds=config.max_session_seconds,
+            max_buffered_seconds=config.max_buffered_seconds,
+            idle_timeout=config.idle_timeout,
+            max_unsent_messages=config.max_unsent_messages,
+            encoder_window=config.encoder_window,
+            commit_bound=config.commit_bound,
+            eager_finals=config.eager_finals,
+            sentence_pause=config.sentence_pause,
+            max_sentence=config.max_sentence,
+        )
+
+    def limits(self) -> dict[str, float]:
+        """The limits a stream runs under, as ``ready`` and ``GET /v1/info`` show them."""
+        return {
+            "max_frame_bytes": self.max_frame_bytes,
+            "max_session_seconds": self.max_session_seconds,
+            "max_buffered_seconds": self.max_buffered_seconds,
+            "idle_timeout": self.idle_timeout,
+            "max_unsent_messages": self.max_unsent_messages,
+        }
+
+    def track_settings(self) -> TrackSettings:
+        return TrackSettings(
+            max_decode=round((self.encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
+            commit_bound=self.commit_bound,
+            partial_interval=self.partial_interval,
+            eager_finals=self.eager_finals,
+        )

@@ -1,0 +1,94 @@
+"""The engine's contract, checked on the scripted engine and on the real Whisper engine alike, so
+the fake that the fast tests use keeps to what the real one does:
+
+- one result per clip, in order; an empty batch gives none;
+- a clip the engine cannot take fails the whole batch with an exception (the scheduler then
+  retries the batch item by item);
+- a batch decodes like its items decoded one by one;
+- words lie within their clip and in order; a forced prefix is not said again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streaming.audio import decode_file
+from streaming.engine import Clip, Engine
+from tests.fakes import FINAL, PARTIAL, RATE, ScriptedEngine, silence, tone
+
+
+@pytest.fixture(scope="module", params=["scripted", "whisper"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    if request.param == "scripted":
+        yield ScriptedEngine()
+        return
+    from streaming.app import whisper_factory
+    from streaming.config import Config
+
+    yield whisper_factory(Config().sized_for("cpu", 2))()
+
+
+@pytest.fixture(scope="module")
+def clips(data_dir: Path, engine: Engine) -> list[Clip]:
+    """Real speech for the real engine; tones, which it hears as words, for the scripted one."""
+    if isinstance(engine, ScriptedEngine):
+        return [
+            Clip(np.concatenate([tone(1.2), silence(0.3), tone(0.8, freq=330)])),
+            Clip(np.concatenate([silence(0.2), tone(2.0, freq=440)])),
+            Clip(np.concatenate([tone(1.0), silence(0.2), tone(1.5, freq=550)]), prefix=" f220.0 f220.1"),
+        ]
+    names = ["LJ001-0002", "LJ001-0005", "LJ001-0010"]
+    audio = [decode_file((data_dir / f"ljspeech/{name}.flac").read_bytes()) for name in names]
+    first_words = " ".join(_text(audio[2], engine).split()[:3])
+    return [Clip(audio[0]), Clip(audio[1]), Clip(audio[2], prefix=first_words)]
+
+
+def _text(audio: np.ndarray, engine: Engine) -> str:
+    return engine.transcribe_batch([Clip(audio)], FINAL)[0].text
+
+
+def test_one_result_per_clip_in_order_and_none_for_an_empty_batch(engine: Engine, clips: list[Clip]) -> None:
+    assert engine.transcribe_batch([], FINAL) == []
+    forward = engine.transcribe_batch(clips, FINAL)
+    backward = engine.transcribe_batch(clips[::-1], FINAL)
+    assert len(forward) == len(clips)
+    assert [d.text for d in forward] == [d.text for d in backward[::-1]]
+    assert all(d.text for d in forward)
+
+
+def test_a_batch_decodes_like_its_items_one_by_one(engine: Engine, clips: list[Clip]) -> None:
+    for options in (FINAL, PARTIAL):
+        together = engine.transcribe_batch(clips, options)
+        alone = [engine.transcribe_batch([clip], options)[0] for clip in clips]
+        assert [d.text for d in together] == [d.text for d in alone]
+        for a, b in zip(together, alone, strict=True):
+            assert [w.text for w in a.words] == [w.text for w in b.words]
+            assert all(abs(x.start - y.start) <= 0.06 for x, y in zip(a.words, b.words, strict=True))
+
+
+def test_words_lie_in_their_clip_in_order_and_the_prefix_is_not_said_again(
+    engine: Engine, clips: list[Clip]
+) -> None:
+    for clip, decoded in zip(clips, engine.transcribe_batch(clips, FINAL), strict=True):
+        duration = len(clip.audio) / RATE
+        assert decoded.words
+        assert all(0 <= w.start <= w.end <= duration for w in decoded.words)
+        assert all(a.start <= b.start for a, b in itertools.pairwise(decoded.words))
+        assert "".join(w.text for w in decoded.words).strip() == decoded.text
+        if clip.prefix:
+            said = decoded.text.lower().split()
+            assert said[: len(clip.prefix.split())] != clip.prefix.lower().split()
+    # Partials may skip the alignment: their words are then empty, never wrong.
+    for decoded in engine.transcribe_batch(clips, PARTIAL):
+        assert decoded.text
+
+
+def test_a_clip_the_engine_cannot_take_fails_the_whole_batch(engine: Engine, clips: list[Clip]) -> None:
+    stereo = Clip(np.zeros((RATE, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="mono"):
+        engine.transcribe_batch([clips[0], stereo], FINAL)

@@ -15,6 +15,7 @@ worker of two threads with two workers of one thread each, both decoding the sam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import threading
 import time
@@ -25,7 +26,7 @@ from bench.latency import DATA, FILE
 from clients.stream import read_audio
 from streaming.audio import Samples, decode_file
 from streaming.config import Config
-from streaming.engine import FRAMES_PER_SECOND, DecodeOptions, WhisperEngine
+from streaming.engine import Clip, DecodeOptions, WhisperEngine
 from streaming.models import resolve_model
 from tests.fakes import FINAL, PARTIAL
 from tests.wer import wer
@@ -43,7 +44,6 @@ def engine(model: str, *, threads: int = 2, workers: int = 1) -> WhisperEngine:
         compute_type="int8",
         cpu_threads=threads * workers,
         workers=workers,
-        encoder_window=config.encoder_window,
         thresholds=Thresholds(
             no_speech=config.no_speech_threshold,
             log_prob=config.log_prob_threshold,
@@ -108,13 +108,13 @@ def steps(model: str) -> None:
     timer.wrap(whisper, "_features", "features")
     timer.wrap(whisper._model, "encode", "encoder")
     whisper._model.model = _TimedGenerator(whisper._model.model, timer)
-    whisper.transcribe_batch(utterances[:1], FINAL)  # warm up
+    whisper.transcribe_batch([Clip(u) for u in utterances[:1]], FINAL)  # warm up
     for options, label in ((PARTIAL, "partial"), (FINAL, "final")):
         for size in (1, 2, 4):
             timer.seconds.clear()
             started = time.perf_counter()
             for i in range(0, len(utterances), size):
-                whisper.transcribe_batch(utterances[i : i + size], options)
+                whisper.transcribe_batch([Clip(u) for u in utterances[i : i + size]], options)
             total = time.perf_counter() - started
             parts = {k: round(v / len(utterances) * 1000) for k, v in timer.seconds.items()}
             print(
@@ -139,13 +139,13 @@ def windows(model: str) -> None:
     clips = [decode_file((DATA / e["audio"]).read_bytes()) for e in entries]
     reference = " ".join(e["text"] for e in entries)
     for seconds in (30, 15, 10, 0):
-        whisper._window_frames = seconds * FRAMES_PER_SECOND  # 0: the utterance plus 1 s
-        for options, label in ((FINAL, "final"), (PARTIAL, "partial")):
+        for base, label in ((FINAL, "final"), (PARTIAL, "partial")):
+            options = dataclasses.replace(base, encoder_window=seconds)  # 0: the utterance plus 1 s
             started = time.perf_counter()
             texts = [
                 d.text
                 for i in range(0, len(clips), 4)
-                for d in whisper.transcribe_batch(clips[i : i + 4], options)
+                for d in whisper.transcribe_batch([Clip(c) for c in clips[i : i + 4]], options)
             ]
             print(
                 json.dumps(
@@ -164,7 +164,7 @@ def workers(model: str) -> None:
     utterances = long_utterances(24)
     for threads, count in ((2, 1), (1, 2)):
         whisper = engine(model, threads=threads, workers=count)
-        whisper.transcribe_batch(utterances[:2], PARTIAL)
+        whisper.transcribe_batch([Clip(u) for u in utterances[:2]], PARTIAL)
         for options, label in ((PARTIAL, "partial"), (FINAL, "final")):
             for size in (1, 2, 4):
                 batches = [utterances[i : i + size] for i in range(0, len(utterances), size)]
@@ -196,7 +196,7 @@ def _run_concurrently(
                 batch = next(work, None)
             if batch is None:
                 return
-            whisper.transcribe_batch(batch, options)
+            whisper.transcribe_batch([Clip(u) for u in batch], options)
 
     threads = [threading.Thread(target=run) for _ in range(count)]
     for thread in threads:

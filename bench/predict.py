@@ -1,13 +1,15 @@
-"""`POST /predict` against offline faster-whisper, clip by clip, on the short read clips.
+"""`POST /predict` against offline faster-whisper, file by file: short read clips and long files.
 
-    python -m bench.predict [--model tiny.en] [--sets ljspeech,read,telephony] [--out ...]
+    python -m bench.predict [--model tiny.en] [--sets ljspeech,read,telephony,long] [--out ...]
+                            [--serve-flag=--file-min-silence=0.3 ...]
 
-Starts the real server (``python -m streaming serve``) on a free loopback port and posts every
-mono clip of the chosen sets (the hosted request: the file in base64), one at a time. In the
-same run, the same model decodes the same clips offline with faster-whisper (beam 5, no VAD,
-the whole clip at once), as the yardstick. Both are scored as corpus WER (errors over all
-reference words, normalised as tests/wer.py does), over all clips and per set, and the clips
-where /predict is worse than offline are listed, worst first.
+Starts the real server (``python -m streaming serve``, with any ``--serve-flag``s) on a free
+loopback port and posts every mono file of the chosen sets (the hosted request: the file in
+base64), one at a time. In the same run, the same model decodes the same files offline with
+faster-whisper (beam 5, no VAD; a clip in one window, a long file in 30 s windows, each
+prompted with the text before it, as faster-whisper does by default), as the yardstick. Both are
+scored as corpus WER (errors over all reference words, normalised as tests/wer.py does), over
+all files and per set, and the files where /predict is worse than offline are listed, worst first.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def offline(model: str, clips: list[dict[str, Any]]) -> tuple[list[str], float]:
 
 def served(port: int, clips: list[dict[str, Any]]) -> tuple[list[str], float]:
     texts, started = [], time.perf_counter()
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
         for clip in clips:
             audio = base64.b64encode((DATA / clip["audio"]).read_bytes()).decode()
             response = client.post("/predict", json={"audio": audio, "language": "en"})
@@ -68,14 +70,15 @@ def served(port: int, clips: list[dict[str, Any]]) -> tuple[list[str], float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--sets", default="ljspeech,read,telephony")
+    parser.add_argument("--sets", default="ljspeech,read,telephony,long")
+    parser.add_argument("--serve-flag", action="append", default=[], help="passed to the server")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "predict.json")
     args = parser.parse_args()
     sets = args.sets.split(",")
     manifest = [json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines()]
-    clips = [c for c in manifest if c["set"] in sets and c["channels"] == 1 and c["duration"] <= 30]
+    clips = [c for c in manifest if c["set"] in sets and c["channels"] == 1]
     port = free_port()
-    server = serve_process(port, "--model", args.model, cwd=str(ROOT))
+    server = serve_process(port, "--model", args.model, *args.serve_flag, cwd=str(ROOT))
     try:
         ours, ours_seconds = served(port, clips)
     finally:
@@ -107,6 +110,7 @@ def main() -> None:
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "model": args.model,
+        "serve_flags": args.serve_flag,
         "clips": len(rows),
         "audio_seconds": sum(c["duration"] for c in clips),
         "predict_wer": corpus_wer([(r["reference"], r["predict"]) for r in rows]),

@@ -155,7 +155,6 @@ def whisper_factory(config: Config) -> EngineFactory:
             compute_type=config.compute_type,
             cpu_threads=config.cpu_threads,
             workers=config.workers,
-            encoder_window=config.encoder_window,
             thresholds=Thresholds(
                 no_speech=config.no_speech_threshold,
                 log_prob=config.log_prob_threshold,
@@ -241,14 +240,18 @@ def create_app(
     )
 
 
-def _new_session(found: Services, stream: StreamConfig) -> Session:
+def _new_session(found: Services, stream: StreamConfig, *, whole_file: bool = False) -> Session:
     assert found.engine is not None
-    session_id = uuid.uuid4().hex[:12]
+    config, name = found.config, found.engine.name
+    settings = (
+        SessionSettings.for_file(config, name) if whole_file else SessionSettings.from_config(config, name)
+    )
+    vad = VadParams.from_config(config, whole_file=whole_file)
     return Session(
-        session_id=session_id,
+        session_id=uuid.uuid4().hex[:12],
         stream=stream,
-        settings=SessionSettings.from_config(found.config, found.engine.name),
-        new_segmenter=lambda: Segmenter(found.make_scorer(), VadParams.from_config(found.config)),
+        settings=settings,
+        new_segmenter=lambda: Segmenter(found.make_scorer(), vad),
         clock=found.clock,
     )
 
@@ -405,7 +408,7 @@ async def predict_endpoint(request: Request) -> Response:
         audio = await asyncio.to_thread(decode_file, data)
     except StreamingError as exc:
         return _http_error(exc, 422)
-    session = _new_session(found, stream)
+    session = _new_session(found, stream, whole_file=True)
     # Segmenting a whole file is CPU work: keep it off the event loop.
     await asyncio.to_thread(_feed, session, audio.tobytes())
     sent = await run_to_final(session, found.scheduler.submit)

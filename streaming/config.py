@@ -132,6 +132,16 @@ class Config:
         12.0, "longest utterance in seconds; longer speech is cut at its quietest point"
     )
     min_speech: float = _opt(0.2, "shortest speech in seconds that opens an utterance")
+    file_min_silence: float = _opt(
+        2.0,
+        "POST /predict (a whole file, no one waiting for words): seconds of silence that end an "
+        "utterance; faster-whisper's own batch VAD default, so a file is decoded in long pieces",
+    )
+    file_max_utterance: float = _opt(
+        28.0,
+        "POST /predict: longest utterance in seconds (Whisper's 30 s window less its margin); "
+        "longer speech is cut at its quietest point",
+    )
 
     # Limits
     max_sessions: int = _opt(
@@ -173,6 +183,8 @@ class Config:
             (self.min_silence > 0, "min_silence must be > 0"),
             (self.speech_pad >= 0, "speech_pad must be >= 0"),
             (2.0 <= self.max_utterance <= 30.0, "max_utterance must be in [2, 30] seconds"),
+            (self.file_min_silence > 0, "file_min_silence must be > 0"),
+            (2.0 <= self.file_max_utterance <= 29.0, "file_max_utterance must be in [2, 29] seconds"),
             (self.min_speech >= 0, "min_speech must be >= 0"),
             (self.max_sessions >= 0, "max_sessions must be >= 0"),
             (self.batch_size >= 0, "batch_size must be >= 0"),

@@ -37,10 +37,13 @@ def repeats_itself(text: str, *, max_ratio: float = 2.4, max_run: int = 3) -> bo
     return len(text) >= 60 and compression_ratio(text) > max_ratio
 
 
-# A repeat is this many words said again from one sentence's start at another's, or this
-# many anywhere.
+# A repeat is this many words said again from one sentence's start at another's; or this many
+# anywhere that end the decode (a copy squeezed into the audio's tail, with nothing new after
+# it); or this many anywhere. Six anywhere dropped real speech: "that the forms of printed
+# letters should follow", said again within one window of the 5-minute LJ file (bench/predict.py).
 REPEAT_AT_SENTENCE = 3
-REPEAT_ANYWHERE = 6
+REPEAT_AT_END = 6
+REPEAT_ANYWHERE = 8
 
 
 def repeated(keys: Sequence[str], sentence_starts: Collection[int], first_new: int) -> list[int]:
@@ -50,8 +53,9 @@ def repeated(keys: Sequence[str], sentence_starts: Collection[int], first_new: i
     punctuation); ``sentence_starts`` the indices where a sentence begins. Prefixed with the
     context, a decode sometimes says a sentence again (the prefix's, or its own), squeezed into
     the audio's tail: a loop the prefix fed. Speakers seldom repeat the first three words of a
-    sentence verbatim at the start of another within a window, nor any six words, so such a run
-    is dropped. An earlier run may not overlap the repeat ("no, no, no" is speech)."""
+    sentence verbatim at the start of another within a window, nor six words at a decode's end,
+    nor any eight, so such a run is dropped. An earlier run may not overlap the repeat ("no,
+    no, no" is speech)."""
     dropped: list[int] = []
     i = first_new
     while i < len(keys):
@@ -60,8 +64,13 @@ def repeated(keys: Sequence[str], sentence_starts: Collection[int], first_new: i
             run = 0
             while i + run < len(keys) and at + run < i and keys[at + run] == keys[i + run]:
                 run += 1
-            both_start = at in sentence_starts and i in sentence_starts
-            if run >= (REPEAT_AT_SENTENCE if both_start else REPEAT_ANYWHERE):
+            if at in sentence_starts and i in sentence_starts:
+                needed = REPEAT_AT_SENTENCE
+            elif i + run == len(keys):
+                needed = REPEAT_AT_END
+            else:
+                needed = REPEAT_ANYWHERE
+            if run >= needed:
                 longest = max(longest, run)
         if longest:
             dropped += range(i, i + longest)

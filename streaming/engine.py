@@ -49,6 +49,10 @@ class DecodeOptions:
     prompt: str | None
     hotwords: str | None
     temperature_fallback: bool
+    # Seconds of audio the encoder sees (the clip, padded with silence), or the clip plus a
+    # margin if longer. A stream's 15 s hold a few seconds of speech as well as Whisper's own 30
+    # at half the CPU; a whole file's pieces are decoded in the full 30 (docs/benchmarks.md).
+    encoder_window: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,7 @@ class WhisperEngine:
     faster-whisper's own ``transcribe`` decodes one recording at a time and pads every window
     to 30 s. Here the utterances of several streams are encoded and decoded in one call each,
     text only (the VAD already cut the audio, so no timestamp tokens are needed), and words
-    are aligned in one ``align`` call over the whole batch. The encoder window is
+    are aligned in one ``align`` call over the whole batch. The encoder window is the options'
     ``encoder_window`` seconds, or the longest utterance plus a margin: the encoder's cost
     grows with the window, and on utterances of at most 12 s a 15 s window transcribes as well
     as 30 s (docs/benchmarks.md). The temperature fallback runs, batched too, on the items
@@ -137,7 +141,6 @@ class WhisperEngine:
         cpu_threads: int,
         workers: int,
         thresholds: Thresholds,
-        encoder_window: float,
     ) -> None:
         from faster_whisper import WhisperModel  # heavy: imported where the model is loaded
 
@@ -158,16 +161,14 @@ class WhisperEngine:
             local_files_only=False,
         )
         self._languages = frozenset(self._model.supported_languages)
-        self._window_frames = min(round(encoder_window * FRAMES_PER_SECOND), MAX_FRAMES)
         self._tokenizers: dict[tuple[str | None, str], Any] = {}
         logger.info(
-            "loaded model %s on %s (%s, %d workers, %d languages, %g s encoder window)",
+            "loaded model %s on %s (%s, %d workers, %d languages)",
             name,
             self.device,
             compute_type,
             workers,
             len(self._languages),
-            self._window_frames / FRAMES_PER_SECOND,
         )
 
     @property
@@ -190,7 +191,7 @@ class WhisperEngine:
         for audio in audios:
             if audio.ndim != 1:
                 raise ValueError(f"a clip is mono audio, not of shape {audio.shape}")
-        features = self._features(audios)
+        features = self._features(audios, options.encoder_window)
         encoded = self._model.encode(features)
         languages = self._languages_of(encoded, len(audios), options)
         tokenizers = [self._tokenizer(language, options.task) for language in languages]
@@ -240,12 +241,12 @@ class WhisperEngine:
 
     # ------------------------------------------------------------------ steps
 
-    def _features(self, audios: Sequence[Samples]) -> Any:
+    def _features(self, audios: Sequence[Samples], window: float) -> Any:
         from faster_whisper.audio import pad_or_trim
 
         raw = [self._model.feature_extractor(audio) for audio in audios]
         longest = max(f.shape[-1] for f in raw)
-        frames = min(max(self._window_frames, longest + WINDOW_MARGIN_FRAMES), MAX_FRAMES)
+        frames = min(max(round(window * FRAMES_PER_SECOND), longest + WINDOW_MARGIN_FRAMES), MAX_FRAMES)
         return np.stack([pad_or_trim(f, frames) for f in raw]).astype(np.float32)
 
     def _languages_of(self, encoded: Any, count: int, options: DecodeOptions) -> list[str | None]:

@@ -34,6 +34,9 @@ class Word:
     start: int
     end: int
     probability: float
+    # Written against the word before it, as the model wrote it ("42" then "-line"): text
+    # joins them without a space. The wire's words carry no spacing; segment text does.
+    glued: bool = False
 
 
 @dataclass(frozen=True, slots=True)

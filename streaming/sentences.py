@@ -91,10 +91,16 @@ class SentenceCutter:
         self._sentence_start = open_since
         self._open_since = None if ends_sentence(words[-1].text) else open_since
         self._last_end = end
-        text = " ".join(w.text for w in words)
+        text = join_words(words)
         return Transcript(
             start=start, end=end, text=text, words=tuple(words), speaker=self.speaker, continues=continues
         )
+
+
+def join_words(words: Sequence[Word]) -> str:
+    """Words as text: a space before each, but where the model wrote a word against the one
+    before it (``42-line``, ``i.e.``)."""
+    return "".join(w.text if i == 0 or w.glued else " " + w.text for i, w in enumerate(words))
 
 
 def join_sentences(pieces: Sequence[Transcript]) -> list[Transcript]:

@@ -345,6 +345,7 @@ class Session:
             prompt=self._prompts[track.index].prompt(self.stream.prompt),
             hotwords=self.stream.hotwords or None,
             temperature_fallback=not partial,
+            encoder_window=self.settings.encoder_window,
         )
 
     def _dispatch(self) -> None:

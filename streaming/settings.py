@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import Config
-from streaming.engine import FRAMES_PER_SECOND, WINDOW_MARGIN_FRAMES
+from streaming.engine import FRAMES_PER_SECOND, MAX_FRAMES, WINDOW_MARGIN_FRAMES
 from streaming.track import TrackSettings
 
 # The encoder window holds a clip and this much room after it.
@@ -53,6 +54,18 @@ class SessionSettings:
             eager_finals=config.eager_finals,
             sentence_pause=config.sentence_pause,
             max_sentence=config.max_sentence,
+        )
+
+    @classmethod
+    def for_file(cls, config: Config, model: str) -> SessionSettings:
+        """``POST /predict``: the whole file is there at once, so its pieces may wait for the
+        model (the body limit bounds it), a piece and its context fill Whisper's 30 s window,
+        and no eager final is decoded for a pause that the rest of the file already shows."""
+        return dataclasses.replace(
+            cls.from_config(config, model),
+            max_buffered_seconds=config.max_session_seconds,
+            encoder_window=MAX_FRAMES / FRAMES_PER_SECOND,
+            eager_finals=False,
         )
 
     def limits(self) -> dict[str, float]:

@@ -68,7 +68,13 @@ class Spoken:
         return _NORMAL.sub("", self.raw.lower())
 
     def word(self) -> Word:
-        return Word(text=self.raw.strip(), start=self.start, end=self.end, probability=self.probability)
+        return Word(
+            text=self.raw.strip(),
+            start=self.start,
+            end=self.end,
+            probability=self.probability,
+            glued=not self.raw[:1].isspace(),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,15 +52,18 @@ class VadParams:
         return max(self.threshold - 0.15, 0.01)
 
     @classmethod
-    def from_config(cls, config: Config) -> VadParams:
+    def from_config(cls, config: Config, *, whole_file: bool = False) -> VadParams:
+        """A stream's segmentation, or (``whole_file``) that of ``POST /predict``: long pieces,
+        since nobody waits for the first words and Whisper hears more in a longer window."""
+
         def samples(seconds: float) -> int:
             return round(seconds * SAMPLE_RATE)
 
         return cls(
             threshold=config.vad_threshold,
-            min_silence=samples(config.min_silence),
+            min_silence=samples(config.file_min_silence if whole_file else config.min_silence),
             speech_pad=samples(config.speech_pad),
-            max_utterance=samples(config.max_utterance),
+            max_utterance=samples(config.file_max_utterance if whole_file else config.max_utterance),
             min_speech=samples(config.min_speech),
         )
 

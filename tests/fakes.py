@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from streaming.audio import Samples
+from streaming.config import Config
 from streaming.driver import Decode
 from streaming.engine import Clip, Decoded, DecodedWord, DecodeOptions
 from streaming.jobs import Job
@@ -34,6 +35,7 @@ FINAL = DecodeOptions(
     prompt=None,
     hotwords=None,
     temperature_fallback=True,
+    encoder_window=Config().encoder_window,
 )
 PARTIAL = dataclasses.replace(FINAL, beam_size=1, word_timestamps=False, temperature_fallback=False)
 

@@ -50,5 +50,8 @@ def test_a_repeat_is_a_run_said_again_from_one_sentence_start_at_another() -> No
     assert repeated([*said, "mr", "quilter", "said"], {0, n}, n) == []
     assert repeated([*said, "of", "the", "middle", "ages"], {0, n}, n) == []
     assert repeated(["no"] * 7, {0}, 1) == []
-    # Six words anywhere are a repeat.
+    # Six words that end the decode are a repeat; followed by new words they are speech ("the
+    # forms of printed letters should" said twice in a paragraph); eight anywhere are a repeat.
     assert repeated([*said, *said[2:8]], {0}, n) == list(range(n, n + 6))
+    assert repeated([*said, *said[2:8], "follow"], {0}, n) == []
+    assert repeated([*said, *said[1:9], "follow"], {0}, n) == list(range(n, n + 8))

@@ -1,16 +1,20 @@
-"""Streaming latency and accuracy against offline, on the 5-minute LJ Speech file.
+"""Streaming latency and accuracy against offline, on long-form speech with short pauses.
 
     python -m bench.latency [--speed 1.0] [--model tiny.en] [--out bench/results/latency.json]
+                            [--longform 43-90] [--serve-flag=--commit-bound=2 ...]
 
 Starts the real server (``python -m streaming serve``) on a free loopback port, streams
-``long/ljspeech_5min.flac`` paced in real time over the websocket, and reports:
+``long/ljspeech_5min.flac`` (or, with ``--longform FIRST-LAST``, the ``ljspeech`` clips
+LJ001-FIRST to LJ001-LAST joined with 0.3 s gaps: speech the defaults were not tuned on, since
+the 5-minute file is LJ001-0001 to 0042) paced in real time over the websocket, and reports:
 
 - final latency per reference utterance: from the send of its last audio to the arrival of
   the ``segment`` message that holds its end (p50, p95, max);
 - time to first partial: from the send of an utterance's first audio to the first ``partial``
   that covers it;
 - committed WER of the stream's ``final``, and offline WER of the same model (faster-whisper
-  on the whole file, beam 5, no VAD) measured in the same run, as the yardstick.
+  on the whole file, beam 5, no VAD) measured in the same run, as the yardstick;
+- the final's segment count against the reference's sentence count.
 """
 
 from __future__ import annotations
@@ -28,13 +32,34 @@ from typing import Any
 
 import numpy as np
 
-from clients.stream import read_audio, stream_file
+from clients.stream import Recording, read_audio, stream_file
 from streaming.testing import free_port, serve_process
 from tests.wer import wer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 FILE = "long/ljspeech_5min.flac"
+GAP = 0.3  # seconds between joined clips: the 5-minute file's own pauses
+
+
+def longform(first: int, last: int) -> tuple[Recording, dict[str, Any]]:
+    """The ``ljspeech`` clips LJ001-``first`` to ``last`` joined with ``GAP`` of silence, and a
+    manifest entry for it (text and exact utterance boundaries)."""
+    entries = {
+        e["audio"]: e
+        for e in (json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines())
+    }
+    parts, segments, at = [], [], 0.0
+    gap = np.zeros((round(GAP * 16000), 1), np.float32)
+    for number in range(first, last + 1):
+        entry = entries[f"ljspeech/LJ001-{number:04d}.flac"]
+        clip = read_audio(DATA / entry["audio"])
+        assert clip.sample_rate == 16000
+        parts += [clip.samples, gap]
+        segments.append([entry["text"], at, at + len(clip.samples) / 16000])
+        at += (len(clip.samples) + len(gap)) / 16000
+    text = " ".join(s[0] for s in segments)
+    return Recording(np.concatenate(parts), 16000), {"text": text, "segments": segments}
 
 
 def send_time(sent_at: dict[float, float], stream_time: float) -> float:
@@ -107,15 +132,15 @@ def latencies(result: Any, sent_at: dict[float, float], reference: list[list[Any
     }
 
 
-def offline_wer(model: str, text: str) -> tuple[float, float]:
+def offline_wer(model: str, text: str, recording: Recording) -> tuple[float, float]:
     from faster_whisper import WhisperModel
 
-    from streaming.audio import decode_file
     from streaming.models import resolve_model
 
     path, _ = resolve_model(model)
     whisper = WhisperModel(path, device="cpu", compute_type="int8")
-    audio = decode_file((DATA / FILE).read_bytes())
+    audio = recording.samples[:, 0]
+    assert recording.sample_rate == 16000
     started = time.perf_counter()
     segments, _ = whisper.transcribe(audio, beam_size=5, language="en")
     hypothesis = " ".join(s.text.strip() for s in segments)
@@ -127,17 +152,25 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="pacing: 1.0 is real time")
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency.json")
-    args = parser.parse_args()
-    entry = next(
-        json.loads(line)
-        for line in (DATA / "manifest.jsonl").read_text().splitlines()
-        if json.loads(line)["audio"] == FILE
+    parser.add_argument(
+        "--longform", help="FIRST-LAST: LJ001 clip numbers to join instead of the 5-minute file"
     )
+    parser.add_argument("--serve-flag", action="append", default=[], help="passed to the server")
+    args = parser.parse_args()
+    if args.longform:
+        first, _, last = args.longform.partition("-")
+        recording, entry = longform(int(first), int(last))
+    else:
+        entry = next(
+            json.loads(line)
+            for line in (DATA / "manifest.jsonl").read_text().splitlines()
+            if json.loads(line)["audio"] == FILE
+        )
+        recording = read_audio(DATA / FILE)
     port = free_port()
-    server = serve_process(port, "--model", args.model, cwd=str(ROOT))
+    server = serve_process(port, "--model", args.model, *args.serve_flag, cwd=str(ROOT))
     try:
         sent_at: dict[float, float] = {}
-        recording = read_audio(DATA / FILE)
         result = asyncio.run(
             stream_file(
                 f"ws://127.0.0.1:{port}/v1/stream",
@@ -156,6 +189,8 @@ def main() -> None:
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "model": args.model,
+        "file": f"LJ001-{args.longform} joined" if args.longform else FILE,
+        "serve_flags": args.serve_flag,
         "speed": args.speed,
         "audio_seconds": recording.duration,
         "streaming_wer": wer(entry["text"], final["transcription"]),
@@ -163,7 +198,7 @@ def main() -> None:
         "reference_sentences": sum(entry["text"].count(mark) for mark in ".?!"),
         **latencies(result, sent_at, entry["segments"]),
     }
-    report["offline_wer"], report["offline_seconds"] = offline_wer(args.model, entry["text"])
+    report["offline_wer"], report["offline_seconds"] = offline_wer(args.model, entry["text"], recording)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

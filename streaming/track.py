@@ -150,6 +150,7 @@ class TrackStats:
     agreed: int = 0
     context_resets: int = 0
     repeats_dropped: int = 0  # words that said the context, or their decode, again
+    retries: int = 0  # finals decoded again for the speech they left unworded
 
 
 class Track:
@@ -174,6 +175,7 @@ class Track:
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
         self.eager: _Eager | None = None
         self._eager_lost: int | None = None  # the pause whose eager final was shed: no retry
+        self._retried_until = 0  # the end of the last utterance whose unworded speech was retried
         self.last_partial_at = now
         self.last_partial_size = 0
         self.shown_at = now
@@ -368,6 +370,7 @@ class Track:
             assert utterance is not None
             committed = self._commit(self._spoken(job, decoded, utterance.speech))
             self._after_final(utterance)
+            self._retry_unheard(utterance)
             return Outcome(committed=committed)
         if self.waiting or self.segmenter.open_start is None:
             return Outcome()  # the utterance closed meanwhile: its final supersedes this
@@ -466,6 +469,26 @@ class Track:
         ]
         self.hypothesis = []
         self._trim()
+
+    def _retry_unheard(self, utterance: Utterance) -> None:
+        """Decode once more, after what was committed, the speech a final left unworded.
+
+        Without timestamp tokens Whisper may end its text at a sentence end and leave what
+        follows a short pause unsaid ("...of that epoch." and not "By far,": LJ001-0058 as one
+        piece). In a stream the next utterance's decode would hear that speech, but it may come
+        late, or never: at the end of a stream or a file nothing follows. An utterance is retried
+        once; more than ``UNHEARD_TAIL`` of speech past the last word is a miss (less is the
+        padding the VAD keeps around speech)."""
+        if utterance.end <= self._retried_until:
+            return
+        unheard = [(lo, hi) for lo, hi in self.pending_speech if lo < utterance.end]
+        if sum(min(hi, utterance.end) - lo for lo, hi in unheard) <= UNHEARD_TAIL:
+            return
+        self._retried_until = utterance.end
+        self.stats.retries += 1
+        start = unheard[0][0]
+        speech = tuple((lo, min(hi, utterance.end)) for lo, hi in unheard)
+        self.waiting.appendleft(Utterance(start, self.history.slice(start, utterance.end), speech))
 
     def _trim(self) -> None:
         """Keep the audio a decode may still need: the context window before the oldest

@@ -220,3 +220,33 @@ def test_a_decode_that_says_its_prefix_again_adds_nothing() -> None:
     assert any(clip.prefix for clip in h.engine.clips), "the breath was not decoded after its context"
     assert [w for w, _, _ in committed(h)] == expected(speech)
     assert h.session.track_stats[0].repeats_dropped >= len(expected(speech))
+
+
+class StopsAtAPauseEngine(ScriptedEngine):
+    """Ends a final's text at its first pause of 0.15 s or more after the prefix's words, as
+    Whisper without timestamp tokens may end at a sentence end and leave the rest unsaid."""
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        if options.beam_size == 1 or not decoded.words:
+            return decoded
+        kept = [decoded.words[0]]
+        for word in decoded.words[1:]:
+            if word.start - kept[-1].end >= 0.15:
+                break
+            kept.append(word)
+        return Decoded("".join(w.text for w in kept).strip(), tuple(kept), "en", decoded.seconds)
+
+
+def test_speech_a_final_leaves_unworded_is_decoded_once_more_after_it() -> None:
+    h = Harness(stream=StreamConfig(encoding="pcm_f32le", interim_results=False))
+    h.engine = StopsAtAPauseEngine()
+    # Two runs 0.2 s apart: one utterance to the VAD (its pause ends at 0.3 s), two to the model.
+    speech = np.concatenate([tone(1.0, freq=220), silence(0.2), tone(1.0, freq=330)])
+    h.audio(np.concatenate([silence(0.3), speech]))
+    h.text({"type": "end"})  # the stream ends in speech: no later utterance would hear the rest
+    assert [w for w, _, _ in committed(h)] == expected(speech)
+    assert h.session.track_stats[0].retries == 1
+    finals = [job for job, _ in h.engine_jobs if job.kind == "final" and not job.speculative]
+    assert len(finals) == 2
+    assert finals[1].clip.prefix == "f220.0 f220.1"  # the retry goes on from what was committed

@@ -51,7 +51,7 @@ from streaming.session import Session
 from streaming.settings import SessionSettings
 from streaming.transport import Frames, StreamConnection, refuse
 from streaming.twilio import TwilioAdapter
-from streaming.vad import Scorer, Segmenter, SileroVad, VadParams, configure_torch
+from streaming.vad import Scorer, Segmenter, SileroVad, VadParams
 
 logger = logging.getLogger(__name__)
 MODEL_LOADING = "the model is still loading; retry in a few seconds"
@@ -182,7 +182,6 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        configure_torch()
         found = Services(
             config=config,
             clock=clock or MonotonicClock(),

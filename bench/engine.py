@@ -3,6 +3,7 @@
     python -m bench.engine steps   [--model tiny.en]    # time per step, batch sizes 1, 2, 4
     python -m bench.engine windows [--model tiny.en]    # WER and time per encoder window
     python -m bench.engine workers [--model tiny.en]    # 1 worker of 2 threads vs 2 of 1
+    python -m bench.engine vad                          # the VAD's cost per window and stream
 
 ``steps`` decodes the first 16 reference utterances of the 5-minute LJ Speech file (cut at
 their exact boundaries, 0.1 s of margin) as partials (beam 1, text only) and as finals (beam 5,
@@ -205,14 +206,39 @@ def _run_concurrently(
         thread.join()
 
 
+def vad(model: str) -> None:
+    """The VAD's cost per 32 ms window of one stream: the server's scorer (silero-vad's ONNX
+    network on ONNX Runtime) against the package's TorchScript model, on 10 s of a real clip."""
+    import silero_vad
+    import torch
+
+    from streaming.vad import WINDOW, SileroVad
+
+    torch.set_num_threads(1)
+    audio = decode_file((DATA / "read/jfk.flac").read_bytes())[: 10 * 16000]
+    windows = [audio[i : i + WINDOW] for i in range(0, len(audio) - WINDOW + 1, WINDOW)]
+    packaged = silero_vad.load_silero_vad(onnx=False)
+    scorer = SileroVad().scorer()
+    with torch.inference_mode():
+        for label, score in (
+            ("torchscript", lambda w: float(packaged(torch.from_numpy(w), 16000))),
+            ("onnxruntime (served)", scorer),
+        ):
+            started = time.perf_counter()
+            for window in windows:
+                score(window)
+            ms = (time.perf_counter() - started) / len(windows) * 1000
+            print(json.dumps({"vad": label, "ms_per_window": round(ms, 3), "windows": len(windows)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=("steps", "windows", "workers"))
+    parser.add_argument("what", choices=("steps", "windows", "workers", "vad"))
     parser.add_argument("--model", default="tiny.en")
     args = parser.parse_args()
-    {"steps": steps, "windows": windows, "workers": workers}[args.what](args.model)
+    {"steps": steps, "windows": windows, "workers": workers, "vad": vad}[args.what](args.model)
 
 
 if __name__ == "__main__":

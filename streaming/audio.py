@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -142,3 +143,30 @@ def decode_file(data: bytes) -> Samples:
 
 def _mono(frame: Any) -> Samples:
     return np.asarray(frame.to_ndarray(), dtype=np.float32).reshape(-1)
+
+
+class History:
+    """The channel's recent audio, in the chunks it arrived in (no copy per frame)."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[tuple[int, Samples]] = deque()
+        self.start = 0  # stream sample of the first kept sample
+        self.end = 0
+
+    def append(self, samples: Samples) -> None:
+        if len(samples):
+            self._chunks.append((self.end, samples))
+            self.end += len(samples)
+
+    def slice(self, lo: int, hi: int) -> Samples:
+        lo = max(lo, self.start)
+        parts = [
+            chunk[max(lo - at, 0) : hi - at] for at, chunk in self._chunks if at < hi and at + len(chunk) > lo
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def trim(self, keep_from: int) -> None:
+        """Forget whole chunks that end before ``keep_from``."""
+        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= keep_from:
+            self._chunks.popleft()
+        self.start = self._chunks[0][0] if self._chunks else self.end

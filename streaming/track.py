@@ -24,9 +24,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
-from streaming.audio import Samples
+from streaming.audio import History, Samples
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.context import repeated, repeats_itself
 from streaming.engine import Clip, Decoded
@@ -48,7 +46,6 @@ CONTEXT_LEAD = SAMPLE_RATE // 10
 # falls up to 0.45 s before the VAD's first silent window when nothing was missed (long
 # numbers such as "1465." most), and 0.8 s or more when a word was (the 5-minute LJ file).
 UNHEARD_TAIL = round(0.5 * SAMPLE_RATE)
-_EMPTY: Samples = np.zeros(0, dtype=np.float32)
 _NORMAL = re.compile(r"[^\w']+")
 
 
@@ -92,33 +89,6 @@ class TrackSettings:
         partial (one interval, plus its decode) would come too late for the bound."""
         seconds = self.commit_bound - self.partial_interval - 0.3
         return round(max(seconds, 0.2) * SAMPLE_RATE)
-
-
-class History:
-    """The channel's recent audio, in the chunks it arrived in (no copy per frame)."""
-
-    def __init__(self) -> None:
-        self._chunks: deque[tuple[int, Samples]] = deque()
-        self.start = 0  # stream sample of the first kept sample
-        self.end = 0
-
-    def append(self, samples: Samples) -> None:
-        if len(samples):
-            self._chunks.append((self.end, samples))
-            self.end += len(samples)
-
-    def slice(self, lo: int, hi: int) -> Samples:
-        lo = max(lo, self.start)
-        parts = [
-            chunk[max(lo - at, 0) : hi - at] for at, chunk in self._chunks if at < hi and at + len(chunk) > lo
-        ]
-        return np.concatenate(parts) if parts else _EMPTY
-
-    def trim(self, keep_from: int) -> None:
-        """Forget whole chunks that end before ``keep_from``."""
-        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= keep_from:
-            self._chunks.popleft()
-        self.start = self._chunks[0][0] if self._chunks else self.end
 
 
 @dataclass

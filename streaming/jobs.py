@@ -33,6 +33,9 @@ class Job:
     track: int = 0  # which channel of a multichannel stream
     urgent: bool = False
     speculative: bool = False
+    # A partial of a new utterance decoded beside the previous utterance's final (on another
+    # worker): its words are shown, never committed, since they lack that final's context.
+    preview: bool = False
 
     @property
     def stream_key(self) -> tuple[str, int]:

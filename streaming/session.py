@@ -34,7 +34,7 @@ from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import StreamConfig
 from streaming.context import PromptContext
-from streaming.engine import Decoded, DecodeOptions
+from streaming.engine import Clip, Decoded, DecodeOptions
 from streaming.errors import (
     FrameTooLarge,
     IdleTimeout,
@@ -46,7 +46,7 @@ from streaming.errors import (
     StreamingError,
     UnexpectedMessage,
 )
-from streaming.jobs import Job
+from streaming.jobs import Job, JobKind
 from streaming.messages import Transcript
 from streaming.sentences import SentenceCutter, join_sentences
 from streaming.settings import SessionSettings
@@ -181,6 +181,8 @@ class Session:
     def receive_result(self, ticket: int, decoded: Decoded) -> None:
         """The result of the job with this ticket."""
         for track in self._tracks:
+            if track.preview is not None and track.preview.ticket == ticket:
+                self._emit(track, track.on_preview(track.preview, decoded))
             if track.in_flight is not None and track.in_flight[0].ticket == ticket:
                 job = track.in_flight[0]
                 if job.kind == "final":
@@ -196,6 +198,8 @@ class Session:
         lost, and the stream ends with ``error`` (``internal_error`` when there is none) once the
         rest of what it received is transcribed."""
         for track in self._tracks:
+            if track.preview is not None and track.preview.ticket == ticket:
+                track.preview = None  # a preview only shows words: nothing is lost with it
             if track.in_flight is None or track.in_flight[0].ticket != ticket:
                 continue
             if track.on_lost(track.in_flight[0]) is None:
@@ -354,26 +358,45 @@ class Session:
         if self.phase is Phase.CLOSED:
             return
         now = self._clock.now()
+        partials = self.phase is Phase.OPEN and self._wants_partials()
         for track in self._tracks:
-            due = track.next_job(now, partials=self.phase is Phase.OPEN and self._wants_partials())
+            preview = track.preview_job(partials=partials)
+            if preview is not None:
+                self._start(track, "partial", preview[0], preview[1], now, preview=True)
+            due = track.next_job(now, partials=partials)
             if due is None:
                 continue
             kind, clip, start, urgent, speculative = due
-            job = Job(
-                ticket=next(self._tickets),
-                kind=kind,
-                session_id=self.id,
-                clip=clip,
-                options=self._options(track, partial=kind == "partial"),
-                start=start,
-                stale_since=track.shown_at,
-                track=track.index,
-                urgent=urgent,
-                speculative=speculative,
-            )
-            track.started(job, now)
-            self._jobs.append(job)
+            self._start(track, kind, clip, start, now, urgent=urgent, speculative=speculative)
         self._maybe_final()
+
+    def _start(
+        self,
+        track: Track,
+        kind: JobKind,
+        clip: Clip,
+        start: int,
+        now: float,
+        *,
+        urgent: bool = False,
+        speculative: bool = False,
+        preview: bool = False,
+    ) -> None:
+        job = Job(
+            ticket=next(self._tickets),
+            kind=kind,
+            session_id=self.id,
+            clip=clip,
+            options=self._options(track, partial=kind == "partial"),
+            start=start,
+            stale_since=track.shown_at,
+            track=track.index,
+            urgent=urgent,
+            speculative=speculative,
+            preview=preview,
+        )
+        track.started(job, now)
+        self._jobs.append(job)
 
     def _wants_partials(self) -> bool:
         return self.stream.interim_results and self.settings.partial_interval > 0

@@ -142,6 +142,8 @@ class Track:
         self.pending_speech: list[tuple[int, int]] = []
         self.waiting: deque[Utterance] = deque()  # closed, not yet decoding
         self.in_flight: tuple[Job, Utterance | None] | None = None
+        self.preview: Job | None = None  # a display-only partial beside a final in flight
+        self._previewed_from = -1  # the open utterance a preview was decoded for
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
         self.eager: _Eager | None = None
         self._eager_lost: int | None = None  # the pause whose eager final was shed: no retry
@@ -214,6 +216,7 @@ class Track:
     def clear(self) -> None:
         self.waiting.clear()
         self.in_flight = None
+        self.preview = None
         self.eager = None
 
     # ------------------------------------------------------------------ what to decode
@@ -250,6 +253,44 @@ class Track:
         clip, start = self._clip(segmenter.received, open_start)
         return ("partial", clip, start, self._urgent(), False)
 
+    def preview_job(self, *, partials: bool) -> tuple[Clip, int] | None:
+        """A display-only partial of a new utterance, due while the previous utterance's final
+        is in flight: (clip, its start sample), or None.
+
+        A track decodes one clip at a time, since each goes on from what the one before
+        committed, so a new utterance's first partial would wait for that final (beam 5 and
+        alignment: 0.5 to 1 s on a small CPU), while another worker may be idle. This one is
+        decoded without the context, from the utterance's start; its words are shown and
+        never committed. One per utterance, once it is a partial interval long."""
+        segmenter, flight = self.segmenter, self.in_flight
+        open_start = segmenter.open_start
+        if (
+            not partials
+            or flight is None
+            or flight[0].kind != "final"
+            or self.preview is not None
+            or open_start is None
+            or open_start < flight[0].end
+            or open_start == self._previewed_from
+            or segmenter.silence_start is not None
+            or segmenter.open_samples < max(MIN_PARTIAL_GROWTH, self.settings.partial_interval * SAMPLE_RATE)
+        ):
+            return None
+        start = max(open_start - CONTEXT_LEAD, self.history.start)
+        return Clip(self.history.slice(start, segmenter.received)), start
+
+    def on_preview(self, job: Job, decoded: Decoded) -> Outcome:
+        """A preview came back: its words, while no partial of the utterance has been decoded
+        since and the utterance is still open, are shown (not committed)."""
+        self.preview = None
+        if self.in_flight is not None and self.in_flight[0].kind == "partial":
+            return Outcome()  # a partial with the context is on its way: it will say better
+        if self.last_partial_size or self.segmenter.open_start != self._previewed_from or self.waiting:
+            return Outcome()
+        speech = self.segmenter.speech_ranges()
+        words = [w for w in _spoken_words(decoded, job.start) if _overlaps(w, speech)]
+        return Outcome(partial=words, partial_span=(self.segmenter.open_start, job.end))
+
     def _eager_may_supersede(self) -> bool:
         flight = self.in_flight
         return (
@@ -275,7 +316,10 @@ class Track:
         return self.last_partial_at + self.settings.partial_interval
 
     def started(self, job: Job, now: float) -> None:
-        if job.speculative:
+        if job.preview:
+            self.preview = job
+            self._previewed_from = self.segmenter.open_start if self.segmenter.open_start is not None else -1
+        elif job.speculative:
             self.eager = _Eager(job.ticket, self.segmenter.silence_start or 0, start=job.start)
             self.in_flight = (job, None)
         elif job.kind == "final":

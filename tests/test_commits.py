@@ -250,3 +250,28 @@ def test_speech_a_final_leaves_unworded_is_decoded_once_more_after_it() -> None:
     finals = [job for job, _ in h.engine_jobs if job.kind == "final" and not job.speculative]
     assert len(finals) == 2
     assert finals[1].clip.prefix == "f220.0 f220.1"  # the retry goes on from what was committed
+
+
+def test_a_new_utterance_is_previewed_beside_the_previous_final_and_nothing_is_committed_twice() -> None:
+    h = Harness(partial_interval=0.5, eager_finals=False)
+    first, second = talk(220, word=1.0), talk(330, 440, word=1.0)
+    h.audio(first)
+    h.audio(np.concatenate([silence(0.5), second[: int(0.3 * RATE)]]), run_jobs=False)
+    finals = [j for j in h.pending if j.kind == "final"]  # the first utterance closed...
+    assert finals, "the first utterance's final should be waiting"
+    h.audio(second[int(0.3 * RATE) : int(1.2 * RATE)], run_jobs=False)  # ...while the next is spoken
+    previews = [j for j in h.pending if j.preview]
+    assert len(previews) == 1, "one preview of the new utterance, beside the final in flight"
+    [preview] = previews
+    assert preview.kind == "partial" and not preview.clip.prefix
+    assert preview.start >= finals[0].end - RATE // 10
+    h.pending.remove(preview)
+    h.session.receive_result(preview.ticket, h.engine.transcribe(preview.clip, preview.options))
+    h.pump(run_jobs=False)
+    shown = h.of_type("partial")[-1]["segment"]["text"]  # type: ignore[typeddict-item]
+    assert shown.startswith("f330.0")
+    assert not [w for w, _, _ in committed(h) if w.startswith("f330")]  # shown, not committed
+    h.pump()
+    h.audio(np.concatenate([second[int(1.2 * RATE) :], silence(0.6)]))
+    h.text({"type": "end"})
+    assert [w for w, _, _ in committed(h)] == expected(first) + expected(second)

@@ -263,7 +263,8 @@ def test_a_new_utterance_is_previewed_beside_the_previous_final_and_nothing_is_c
     previews = [j for j in h.pending if j.preview]
     assert len(previews) == 1, "one preview of the new utterance, beside the final in flight"
     [preview] = previews
-    assert preview.kind == "partial" and not preview.clip.prefix
+    assert preview.kind == "partial"
+    assert not preview.clip.prefix
     assert preview.start >= finals[0].end - RATE // 10
     h.pending.remove(preview)
     h.session.receive_result(preview.ticket, h.engine.transcribe(preview.clip, preview.options))

@@ -25,6 +25,10 @@ def sample(field: dataclasses.Field) -> tuple[str, object]:
         return str(default * 2 + 1), default * 2 + 1
     if isinstance(default, float):
         value = default * 1.5 if default > 0 else default - 0.5
+        try:
+            Config(**{field.name: value})
+        except ValueError:  # beyond the field's range (28 s pieces may not grow by half)
+            value = default * 0.75
         return repr(value), value
     return "x-value", "x-value"
 

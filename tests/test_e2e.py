@@ -198,6 +198,22 @@ def test_predict_a_five_minute_file_in_long_pieces(
     assert all(s["end"] - s["start"] <= 20.5 for s in segments)
 
 
+def test_predict_keeps_the_words_after_a_sentence_end_and_a_pause(
+    server: RunningServer, data_dir: Path, manifest: dict[str, Any]
+) -> None:
+    """LJ001-0058 ends "...of that epoch. By far," after a 0.7 s pause: decoded as one piece,
+    tiny.en stops at "epoch." and the words after it are decoded once more on their own."""
+    entry = manifest["ljspeech/LJ001-0058.flac"]
+    blob = (data_dir / entry["audio"]).read_bytes()
+    response = httpx.post(
+        f"{server.http_url}/predict", json={"audio": base64.b64encode(blob).decode()}, timeout=120
+    )
+    assert response.status_code == 200, response.text
+    text = response.json()["transcription"].lower()
+    assert "by far" in text, text
+    assert wer(entry["text"], text) <= 0.1
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [

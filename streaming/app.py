@@ -50,7 +50,7 @@ from streaming.scheduler import Scheduler
 from streaming.session import Session
 from streaming.settings import SessionSettings
 from streaming.transport import Frames, StreamConnection, refuse
-from streaming.twilio import TwilioAdapter
+from streaming.twilio import TwilioAdapter, twilio_stream_config
 from streaming.vad import Scorer, Segmenter, SileroVad, VadParams
 
 logger = logging.getLogger(__name__)
@@ -306,14 +306,7 @@ async def twilio_endpoint(websocket: WebSocket) -> None:
     key_check = None if found.gate.check(websocket) is None else found.gate.allows_key
 
     def session() -> tuple[Session, Frames]:
-        adapter = TwilioAdapter.new_session(
-            session_id=uuid.uuid4().hex[:12],
-            settings=SessionSettings.from_config(found.config, engine.name),
-            new_segmenter=lambda: Segmenter(found.make_scorer(), VadParams.from_config(found.config)),
-            clock=found.clock,
-            speakers=speakers,
-            key_check=key_check,
-        )
+        adapter = TwilioAdapter(_new_session(found, twilio_stream_config(speakers)), key_check)
         return adapter.session, adapter
 
     await _serve(websocket, found, session)

@@ -288,7 +288,7 @@ class Session:
     @property
     def received_seconds(self) -> float:
         """Stream time taken in so far (the longest channel's), in seconds."""
-        return max(track.segmenter.received for track in self._tracks) / SAMPLE_RATE
+        return self._received_samples() / SAMPLE_RATE
 
     @property
     def track_stats(self) -> list[TrackStats]:
@@ -304,7 +304,7 @@ class Session:
         except StreamingError as exc:
             self.fail(exc)
             return
-        room = self._max_samples - round(self.received_seconds * SAMPLE_RATE)
+        room = self._max_samples - self._received_samples()
         too_long = len(samples) > room
         if too_long:
             samples = samples[: max(room, 0)]
@@ -333,6 +333,9 @@ class Session:
             column = samples if samples.ndim == 1 else np.ascontiguousarray(samples[:, track.index])
             track.push(column, now)
             self._emit(track, track.take_eager())
+
+    def _received_samples(self) -> int:
+        return max(track.segmenter.received for track in self._tracks)
 
     def _buffered_samples(self) -> int:
         return sum(track.buffered_samples() for track in self._tracks)

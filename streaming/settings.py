@@ -29,11 +29,11 @@ class SessionSettings:
     max_buffered_seconds: float
     idle_timeout: float
     max_unsent_messages: int
-    encoder_window: float = 15.0
-    commit_bound: float = 1.5
-    eager_finals: bool = True
-    sentence_pause: float = 1.0
-    max_sentence: float = 20.0
+    encoder_window: float
+    commit_bound: float
+    eager_finals: bool
+    sentence_pause: float
+    max_sentence: float
 
     @classmethod
     def from_config(cls, config: Config, model: str) -> SessionSettings:

@@ -28,12 +28,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from streaming.clock import Clock
 from streaming.config import StreamConfig
 from streaming.errors import InvalidMessage, StreamingError, Unauthorized
 from streaming.session import Session
-from streaming.settings import SessionSettings
-from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -114,27 +111,6 @@ class TwilioAdapter:
         self._started = False
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
-
-    @classmethod
-    def new_session(
-        cls,
-        *,
-        session_id: str,
-        settings: SessionSettings,
-        new_segmenter: Callable[[], Segmenter],
-        clock: Clock,
-        speakers: tuple[str, ...] = (),
-        key_check: Callable[[str], bool] | None = None,
-    ) -> TwilioAdapter:
-        """An adapter over a new session of a call's two tracks."""
-        session = Session(
-            session_id=session_id,
-            stream=twilio_stream_config(speakers),
-            settings=settings,
-            new_segmenter=new_segmenter,
-            clock=clock,
-        )
-        return cls(session, key_check)
 
     def receive_bytes(self, data: bytes) -> None:
         self.session.fail(InvalidMessage("Twilio Media Streams sends JSON text frames only"))

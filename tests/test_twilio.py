@@ -24,9 +24,9 @@ from streaming.audio import encode_mulaw
 from streaming.clock import ManualClock
 from streaming.config import Config
 from streaming.driver import run_to_final
-from streaming.session import Phase
+from streaming.session import Phase, Session
 from streaming.settings import SessionSettings
-from streaming.twilio import BYTES_PER_MS, MAX_GAP_MS, TrackInterleaver, TwilioAdapter
+from streaming.twilio import BYTES_PER_MS, MAX_GAP_MS, TrackInterleaver, TwilioAdapter, twilio_stream_config
 from streaming.vad import Segmenter
 from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, scripted_decode, tone
 from tests.test_session_fuzz import CODES
@@ -36,12 +36,14 @@ CHUNK = base64.b64encode(encode_mulaw(tone(0.02, freq=300)[::2])).decode()  # 20
 
 
 def new_session() -> TwilioAdapter:
-    return TwilioAdapter.new_session(
+    session = Session(
         session_id="t1",
+        stream=twilio_stream_config(),
         settings=SessionSettings.from_config(Config(), model="scripted"),
         new_segmenter=lambda: Segmenter(LoudnessScorer(), TEST_VAD),
         clock=ManualClock(),
     )
+    return TwilioAdapter(session)
 
 
 def start(media_format: Any = None, **start_fields: Any) -> dict[str, Any]:

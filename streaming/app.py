@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,10 @@ from streaming.models import resolve_model
 from streaming.scheduler import Scheduler
 from streaming.session import Session
 from streaming.settings import SessionSettings
-from streaming.transport import Frames, StreamConnection, refuse
+from streaming.transport import StreamConnection, refuse
 from streaming.twilio import TwilioAdapter, twilio_stream_config
 from streaming.vad import Scorer, Segmenter, SileroVad, VadParams
+from streaming.wire import OwnProtocol, Wire
 
 logger = logging.getLogger(__name__)
 MODEL_LOADING = "the model is still loading; retry in a few seconds"
@@ -60,6 +61,7 @@ MODEL_LOADING = "the model is still loading; retry in a few seconds"
 WEB_DIR = Path(__file__).resolve().parents[1] / "clients" / "web"
 
 EngineFactory = Callable[[], Engine]
+Refusal = Callable[[WebSocket, StreamingError], Awaitable[None]]
 ScorerFactory = Callable[[], Scorer]
 
 
@@ -118,9 +120,10 @@ class Services:
             stats=lambda: self.scheduler.stats if self.scheduler is not None else None,
         )
 
-    async def refuse(self, websocket: WebSocket, exc: StreamingError) -> None:
+    async def refuse(self, websocket: WebSocket, exc: StreamingError, how: Refusal = refuse) -> None:
+        """Refuse a stream before it starts, counted, in its protocol's way (``how``)."""
         self.metrics.refused.labels(exc.code).inc()
-        await refuse(websocket, exc)
+        await how(websocket, exc)
 
     @property
     def ready(self) -> bool:
@@ -272,11 +275,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         await found.refuse(websocket, exc)
         return
 
-    def session() -> tuple[Session, Frames]:
-        new = _new_session(found, stream)
-        return new, new
-
-    await _serve(websocket, found, session)
+    await _serve(websocket, found, lambda: OwnProtocol(_new_session(found, stream)))
 
 
 async def twilio_endpoint(websocket: WebSocket) -> None:
@@ -305,30 +304,36 @@ async def twilio_endpoint(websocket: WebSocket) -> None:
     # the start event instead of at the handshake.
     key_check = None if found.gate.check(websocket) is None else found.gate.allows_key
 
-    def session() -> tuple[Session, Frames]:
-        adapter = TwilioAdapter(_new_session(found, twilio_stream_config(speakers)), key_check)
-        return adapter.session, adapter
-
-    await _serve(websocket, found, session)
+    await _serve(
+        websocket,
+        found,
+        lambda: TwilioAdapter(_new_session(found, twilio_stream_config(speakers)), key_check),
+    )
 
 
 async def _serve(
-    websocket: WebSocket, found: Services, new_session: Callable[[], tuple[Session, Frames]]
+    websocket: WebSocket,
+    found: Services,
+    new_wire: Callable[[], Wire],
+    *,
+    refuse_with: Refusal = refuse,
+    subprotocol: str | None = None,
 ) -> None:
     """Admit a stream (or refuse it: draining, full) and run it to its close."""
     assert found.scheduler is not None
     lifecycle = found.lifecycle
     refusal = found.refusal()
     if refusal is not None:
-        await found.refuse(websocket, refusal)
+        await found.refuse(websocket, refusal, refuse_with)
         return
-    session, frames = new_session()
+    wire = new_wire()
+    session = wire.session
     lifecycle.opened(session.id)
     try:
         logger.info("session %s opened: %s", session.id, session.stream)
-        await websocket.accept()
+        await websocket.accept(subprotocol)
         await StreamConnection(
-            websocket, session, found.scheduler, found.clock, stop=lifecycle.stop, frames=frames
+            websocket, session, found.scheduler, found.clock, stop=lifecycle.stop, wire=wire
         ).run()
     finally:
         lifecycle.closed(session.id)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from streaming import messages
+from streaming import events, messages
 from streaming.audio import Samples, StreamDecoder
 from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
@@ -96,15 +96,16 @@ class Session:
             for _ in speakers
         ]
         self._tickets = itertools.count(1)
-        self._outbox: list[messages.ServerMessage] = []
+        self._outbox: list[events.Event] = []
         self._jobs: list[Job] = []
         self._last_activity = now
         self._told_ended = False
+        self._flushing = False  # a finalize waits for its decodes
         self._transcripts: list[Transcript] = []
         self._model_seconds = 0.0
         self._max_samples = round(settings.max_session_seconds * SAMPLE_RATE)
         self._max_buffered = round(settings.max_buffered_seconds * SAMPLE_RATE)
-        self._outbox.append(messages.ready(session_id, self._effective_config()))
+        self._outbox.append(events.Ready(session_id, self._effective_config()))
 
     # ------------------------------------------------------------------ inputs
 
@@ -163,6 +164,7 @@ class Session:
         """Close every open utterance now and transcribe it; the stream stays open."""
         if self._expect_open("finalize"):
             self._last_activity = self._clock.now()
+            self._flushing = True
             self._cut_all()
 
     def end(self) -> None:
@@ -254,9 +256,15 @@ class Session:
 
     # ------------------------------------------------------------------ outputs
 
-    def messages_to_send(self) -> list[messages.ServerMessage]:
+    def events_to_send(self) -> list[events.Event]:
+        """What happened since the last call, for a protocol adapter to render."""
         out, self._outbox = self._outbox, []
         return out
+
+    def messages_to_send(self) -> list[messages.ServerMessage]:
+        """What happened since the last call, as our protocol's messages."""
+        rendered = (events.to_message(event) for event in self.events_to_send())
+        return [message for message in rendered if message is not None]
 
     def jobs_to_start(self) -> list[Job]:
         out, self._jobs = self._jobs, []
@@ -332,6 +340,7 @@ class Session:
         for track in self._tracks:
             column = samples if samples.ndim == 1 else np.ascontiguousarray(samples[:, track.index])
             track.push(column, now)
+            self._outbox += track.take_events()
             self._emit(track, track.take_eager())
 
     def _received_samples(self) -> int:
@@ -411,16 +420,19 @@ class Session:
             for piece in self._sentences[track.index].pieces(words):
                 self._transcripts.append(piece)
                 self._prompts[track.index].add(piece.text)
-                self._outbox.append(messages.segment(piece))
+                self._outbox.append(events.Segment(track.index, piece))
             track.shown_at = self._clock.now()
         text = "".join(w.raw for w in outcome.partial or ()).strip()
         # A lone mark ("." at the end of audio) is no caption: it would linger under the line.
         if any(ch.isalnum() for ch in text) and self.phase is Phase.OPEN and self._wants_partials():
             start, end = outcome.partial_span
             self._outbox.append(
-                messages.partial(Transcript(start=start, end=end, text=text, speaker=track.speaker))
+                events.Partial(
+                    track.index, Transcript(start=start, end=end, text=text, speaker=track.speaker)
+                )
             )
             track.shown_at = self._clock.now()
+        self._outbox += track.take_events()  # an utterance done comes after its words
 
     # ------------------------------------------------------------------ ending
 
@@ -442,7 +454,7 @@ class Session:
     def _report(self, exc: StreamingError) -> None:
         """Tell the client; the first error decides the close code."""
         logger.info("session %s: %s: %s", self.id, exc.code, exc.message)
-        self._outbox.append(messages.error(exc))
+        self._outbox.append(events.Failed(exc))
         if self.error is None:
             self.error = exc
 
@@ -459,16 +471,22 @@ class Session:
         now = self._clock.now()
         for track in self._tracks:
             track.cut(now)
+            self._outbox += track.take_events()
             self._emit(track, track.take_eager())
         self._dispatch()
 
     def _maybe_final(self) -> None:
-        if self.phase is Phase.ENDING and not any(track.busy for track in self._tracks):
+        if any(track.busy for track in self._tracks):
+            return
+        if self._flushing:
+            self._flushing = False
+            self._outbox.append(events.Flushed())
+        if self.phase is Phase.ENDING:
             self._close_now()
 
     def _close_now(self) -> None:
         sentences = join_sentences(self._transcripts)
-        self._outbox.append(messages.final(sentences, round(self._model_seconds * 1000)))
+        self._outbox.append(events.Final(sentences, round(self._model_seconds * 1000)))
         self.phase = Phase.CLOSED
         self.close_code = self.error.close_code if self.error else 1000
         self._jobs.clear()

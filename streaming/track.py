@@ -28,6 +28,7 @@ from streaming.audio import History, Samples
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.context import repeated, repeats_itself
 from streaming.engine import Clip, Decoded
+from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
 from streaming.jobs import Job, JobKind
 from streaming.messages import Word
 from streaming.sentences import ends_sentence
@@ -152,12 +153,17 @@ class Track:
         self.last_partial_size = 0
         self.shown_at = now
         self.stats = TrackStats()
+        # Voice activity and finished utterances, for protocols that report them.
+        self.events: list[SpeechStarted | SpeechStopped | UtteranceDone] = []
+        self._speech_from = 0  # where the open speech began
 
     # ------------------------------------------------------------------ audio
 
     def push(self, samples: Samples, now: float) -> None:
         self.history.append(samples)
-        for utterance in self.segmenter.push(samples):
+        closed = self.segmenter.push(samples)
+        self._take_voice()
+        for utterance in closed:
             self.close(utterance, now)
         eager = self.eager
         if (
@@ -173,6 +179,7 @@ class Track:
         utterance an eager final was decoded for: nothing was said since."""
         pause = self.segmenter.silence_start
         utterance = self.segmenter.cut()
+        self._take_voice()
         eager = self.eager
         if (
             utterance is not None
@@ -197,6 +204,20 @@ class Track:
                 return
             self._drop_eager()
         self.waiting.append(utterance)
+
+    def _take_voice(self) -> None:
+        for change in self.segmenter.take_voice():
+            if change.started:
+                self._speech_from = change.at
+                self.events.append(SpeechStarted(self.index, change.at))
+                continue
+            self.events.append(SpeechStopped(self.index, self._speech_from, change.at))
+            if not change.kept:  # too short to be an utterance: no words will come
+                self.events.append(UtteranceDone(self.index, self._speech_from, change.at))
+
+    def take_events(self) -> list[SpeechStarted | SpeechStopped | UtteranceDone]:
+        out, self.events = self.events, []
+        return out
 
     @property
     def busy(self) -> bool:
@@ -384,7 +405,8 @@ class Track:
             assert utterance is not None
             committed = self._commit(self._spoken(job, decoded, utterance.speech))
             self._after_final(utterance)
-            self._retry_unheard(utterance)
+            if not self._retry_unheard(utterance):
+                self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
             return Outcome(committed=committed)
         if self.waiting or self.segmenter.open_start is None:
             return Outcome()  # the utterance closed meanwhile: its final supersedes this
@@ -408,6 +430,7 @@ class Track:
         self.stats.eager_used += 1
         committed = self._commit(words)
         self._after_final(utterance)
+        self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
         return Outcome(committed=committed)
 
     def on_lost(self, job: Job) -> Utterance | None:
@@ -484,7 +507,7 @@ class Track:
         self.hypothesis = []
         self._trim()
 
-    def _retry_unheard(self, utterance: Utterance) -> None:
+    def _retry_unheard(self, utterance: Utterance) -> bool:
         """Decode once more, after what was committed, the speech a final left unworded.
 
         Without timestamp tokens Whisper may end its text at a sentence end and leave what
@@ -495,17 +518,19 @@ class Track:
         waits or is spoken, its decode hears the speech anyway (and under load an extra final
         only adds to the queue: at 8 streams, retrying every miss pushed the p95 final from 6 s
         to 24 s). More than ``UNHEARD_TAIL`` of speech past the last word is a miss (less is the
-        padding the VAD keeps around speech)."""
+        padding the VAD keeps around speech). True: a retry is queued (the utterance is not
+        done until it is decoded)."""
         if utterance.end <= self._retried_until or self.waiting or self.segmenter.open_start is not None:
-            return
+            return False
         unheard = [(lo, hi) for lo, hi in self.pending_speech if lo < utterance.end]
         if sum(min(hi, utterance.end) - lo for lo, hi in unheard) <= UNHEARD_TAIL:
-            return
+            return False
         self._retried_until = utterance.end
         self.stats.retries += 1
         start = unheard[0][0]
         speech = tuple((lo, min(hi, utterance.end)) for lo, hi in unheard)
         self.waiting.appendleft(Utterance(start, self.history.slice(start, utterance.end), speech))
+        return True
 
     def _trim(self) -> None:
         """Keep the audio a decode may still need: the context window before the oldest

@@ -1,9 +1,10 @@
 """The websocket adapter: the only code that reads or writes a socket for a stream.
 
-It feeds frames into the sans-I/O :class:`~streaming.session.Session` (or into the adapter of
-another protocol, which parses them and drives the session), hands the session's
-decode jobs to the :class:`~streaming.scheduler.Scheduler`, feeds their results back, sends
-the session's messages, and closes with the session's close code.
+It feeds frames into the stream's :class:`~streaming.wire.Wire` (our protocol, or another's
+adapter), which parses them and drives the sans-I/O :class:`~streaming.session.Session`; it
+hands the session's decode jobs to the :class:`~streaming.scheduler.Scheduler`, feeds their
+results back, sends the frames the wire renders from the session's events, and closes with
+the wire's close code.
 
 Per connection: one reader task, one writer task, and this handler's loop, which owns the
 session. The reader stops reading while ``MAX_QUEUED_FRAMES`` frames wait, or while more than
@@ -27,7 +28,6 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -38,6 +38,7 @@ from streaming.errors import InternalError, StreamingError
 from streaming.jobs import Job
 from streaming.scheduler import PartialResult, Scheduler, SchedulerStopped
 from streaming.session import Phase, Session
+from streaming.wire import Outgoing, OwnProtocol, Wire
 
 logger = logging.getLogger(__name__)
 
@@ -46,25 +47,23 @@ CLOSE_GRACE = 10.0  # seconds a slow reader gets to take its last messages befor
 
 
 class Outbox:
-    """Messages waiting for the socket, in order; a waiting partial is replaced by a newer one
-    (it would be stale by the time the client read it)."""
+    """Frames waiting for the socket, in order; a waiting partial is replaced by a newer one
+    of the same channel (it would be stale by the time the client read it)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._items: deque[tuple[str, str]] = deque()  # (message type, JSON text)
+        self._items: deque[Outgoing] = deque()
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, message: messages.ServerMessage) -> bool:
-        """Queue a message; False once more than ``limit`` wait."""
-        kind = message["type"]
-        text = json.dumps(message, ensure_ascii=False)
-        if kind == "partial" and self._items and self._items[-1][0] == "partial":
-            self._items[-1] = (kind, text)
+    def put(self, frame: Outgoing) -> bool:
+        """Queue a frame; False once more than ``limit`` wait."""
+        if frame.replaces is not None and self._items and self._items[-1].replaces == frame.replaces:
+            self._items[-1] = frame
         else:
-            self._items.append((kind, text))
+            self._items.append(frame)
         self._changed.set()
         return len(self._items) <= self.limit
 
@@ -72,7 +71,7 @@ class Outbox:
         while not self._items:
             self._changed.clear()
             await self._changed.wait()
-        return self._items[0][1]
+        return self._items[0].text
 
     def sent(self) -> None:
         self._items.popleft()
@@ -108,15 +107,6 @@ class _Result:
 _Event = _Frame | _Disconnected | _Result | _Stop
 
 
-class Frames(Protocol):
-    """What reads a stream's frames: the session itself for our protocol, or another
-    protocol's adapter that parses its own frames and drives the session's public core."""
-
-    def receive_bytes(self, data: bytes) -> None: ...
-
-    def receive_text(self, text: str) -> None: ...
-
-
 async def refuse(websocket: WebSocket, exc: StreamingError) -> None:
     """Accept, say why in an ``error`` message, and close: before any audio is taken."""
     logger.info("refused stream: %s: %s", exc.code, exc.message)
@@ -136,12 +126,12 @@ class StreamConnection:
         clock: Clock,
         *,
         stop: asyncio.Event | None = None,
-        frames: Frames | None = None,
+        wire: Wire | None = None,
     ) -> None:
         self._stop = stop or asyncio.Event()  # set when the server drains: end the stream
         self._ws = websocket
         self._session = session
-        self._frames: Frames = frames or session
+        self._wire: Wire = wire or OwnProtocol(session)
         self._scheduler = scheduler
         self._clock = clock
         self._inbox: asyncio.Queue[_Event] = asyncio.Queue()
@@ -203,8 +193,7 @@ class StreamConnection:
         await asyncio.gather(writer, return_exceptions=True)
         if not self._connected:
             return
-        code = session.close_code or 1000
-        reason = session.error.code if session.error else ""
+        code, reason = self._wire.close_frame()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ws.close(code=code, reason=reason), CLOSE_GRACE)
 
@@ -225,7 +214,7 @@ class StreamConnection:
             return
         error = InternalError("the server failed while handling this stream; please retry")
         try:
-            await self._ws.send_text(json.dumps(messages.error(error)))
+            await self._ws.send_text(self._wire.failure_frame(error).text)
             await self._ws.close(code=error.close_code, reason=error.code)
         except (WebSocketDisconnect, RuntimeError):
             pass
@@ -261,9 +250,9 @@ class StreamConnection:
             case _Frame(data):
                 self._frame_slots.release()
                 if isinstance(data, bytes):
-                    self._frames.receive_bytes(data)
+                    self._wire.receive_bytes(data)
                 else:
-                    self._frames.receive_text(data)
+                    self._wire.receive_text(data)
             case _Result(job, future):
                 self._pending.discard(future)
                 if future.cancelled():
@@ -288,12 +277,12 @@ class StreamConnection:
                 self._may_read.clear()
             elif waiting < self._low_water:
                 self._may_read.set()
-            out = session.messages_to_send()
+            out = self._wire.messages_to_send()
             if not self._connected:
                 return
             overflow = False
-            for message in out:
-                overflow |= not self._outbox.put(message)
+            for frame in out:
+                overflow |= not self._outbox.put(frame)
             if not overflow:
                 return
             # The client does not read: end the stream; its error and final are queued past the

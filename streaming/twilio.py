@@ -31,6 +31,7 @@ from typing import Any
 from streaming.config import StreamConfig
 from streaming.errors import InvalidMessage, StreamingError, Unauthorized
 from streaming.session import Session
+from streaming.wire import OwnProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +100,12 @@ class TrackInterleaver:
         return bytes(out)
 
 
-class TwilioAdapter:
+class TwilioAdapter(OwnProtocol):
     """Twilio's events (text frames; binary frames are not part of them) in, driving a
-    two-speaker :class:`Session` through its public core."""
+    two-speaker :class:`Session` through its public core; our messages out."""
 
     def __init__(self, session: Session, key_check: Callable[[str], bool] | None = None) -> None:
-        self.session = session
+        super().__init__(session)
         self._interleaver = TrackInterleaver()
         # Set when the handshake carried no valid key: the start event's token must be one.
         self._key_check = key_check

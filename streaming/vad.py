@@ -87,6 +87,16 @@ class Utterance:
         return self.start + len(self.audio)
 
 
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """A change the VAD heard: speech began at ``at`` (``started``), or the open speech ended
+    at ``at`` (``kept`` False: too short to be an utterance, so none is returned for it)."""
+
+    started: bool
+    at: int
+    kept: bool = True
+
+
 class State(Enum):
     QUIET = "quiet"
     SPEAKING = "speaking"
@@ -106,6 +116,7 @@ class Segmenter:
         self._start = 0  # open utterance: first sample
         self._silence_start: int | None = None
         self._windows: list[tuple[int, float]] = []  # open utterance: (window start, score)
+        self._voice: list[Voice] = []
 
     @property
     def received(self) -> int:
@@ -158,6 +169,11 @@ class Segmenter:
             return ()
         return self._speech(self._start, self.received)
 
+    def take_voice(self) -> list[Voice]:
+        """The starts and ends of speech since the last call, in order."""
+        out, self._voice = self._voice, []
+        return out
+
     def cut(self) -> Utterance | None:
         """Close the open utterance now, with every sample received so far."""
         if self.state is not State.SPEAKING:
@@ -172,6 +188,7 @@ class Segmenter:
                 self._start = max(window - params.speech_pad, self._floor, self._audio_start)
                 self._silence_start = None
                 self._windows = [(window, score)]
+                self._voice.append(Voice(started=True, at=self._start))
             else:
                 self._trim(max(self._scored - params.speech_pad, self._floor))
             return None
@@ -208,6 +225,8 @@ class Segmenter:
     def _close(self, end: int, *, keep_from: int, silence_start: int | None = None) -> Utterance | None:
         utterance = self._make(self._start, end, silence_start)
         speech = sum(1 for _, p in self._windows if p >= self._params.threshold) * WINDOW
+        spoken_until = silence_start if silence_start is not None else end
+        self._voice.append(Voice(started=False, at=spoken_until, kept=speech >= self._params.min_speech))
         self.state = State.QUIET
         self._floor = end
         self._windows = []

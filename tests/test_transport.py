@@ -18,6 +18,7 @@ from streaming.session import Phase, Session
 from streaming.settings import SessionSettings
 from streaming.transport import Outbox, StreamConnection
 from streaming.vad import Segmenter
+from streaming.wire import Outgoing
 from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 
 UTTERANCES = 8
@@ -157,17 +158,12 @@ async def test_a_client_that_never_reads_again_is_closed_after_the_grace(
     assert len(socket.received) == 2
 
 
-def test_the_outbox_replaces_a_waiting_partial_and_counts_the_rest() -> None:
-    box = Outbox(limit=2)
-
-    def partial(text: str) -> Any:
-        return {
-            "type": "partial",
-            "segment": {"start": 0, "end": 1, "text": text, "words": [], "speaker": None},
-        }
-
-    assert box.put(partial("a"))
-    assert box.put(partial("a b"))
+def test_the_outbox_replaces_a_waiting_partial_of_the_same_channel_and_counts_the_rest() -> None:
+    box = Outbox(limit=3)
+    assert box.put(Outgoing("partial a", "partial:0"))
+    assert box.put(Outgoing("partial a b", "partial:0"))
     assert len(box) == 1  # the newer partial replaced the waiting one
-    assert box.put({"type": "segment", "segment": {}})  # type: ignore[typeddict-item]
-    assert not box.put({"type": "segment", "segment": {}})  # type: ignore[typeddict-item]
+    assert box.put(Outgoing("partial of channel 1", "partial:1"))
+    assert len(box) == 2  # another channel's partial does not replace it
+    assert box.put(Outgoing("segment"))
+    assert not box.put(Outgoing("segment"))

@@ -28,9 +28,9 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from streaming import subtitles
+from streaming import deepgram, subtitles
 from streaming.audio import decode_file
-from streaming.auth import Gate, GateMiddleware, read_key_file
+from streaming.auth import Gate, GateMiddleware, deny, read_key_file
 from streaming.clock import Clock, MonotonicClock
 from streaming.config import Config, StreamConfig, parse_stream_config
 from streaming.driver import run_to_final
@@ -226,9 +226,10 @@ def create_app(
                 await found.scheduler.stop()
 
     return Starlette(
-        middleware=[Middleware(GateMiddleware, gate=gate)],
+        middleware=[Middleware(GateMiddleware, gate=gate, shapes={"/v1/listen": _deepgram_error})],
         routes=[
             WebSocketRoute("/v1/stream", stream_endpoint),
+            WebSocketRoute("/v1/listen", listen_endpoint),
             WebSocketRoute("/v1/twilio", twilio_endpoint),
             Route("/predict", predict_endpoint, methods=["POST"]),
             Route("/healthcheck", healthcheck_endpoint, methods=["GET"]),
@@ -308,6 +309,46 @@ async def twilio_endpoint(websocket: WebSocket) -> None:
         websocket,
         found,
         lambda: TwilioAdapter(_new_session(found, twilio_stream_config(speakers)), key_check),
+    )
+
+
+def _deepgram_error(error: StreamingError, status: int = 0) -> Response:
+    status, body = deepgram.http_error(error, request_id := str(uuid.uuid4()))
+    return JSONResponse(body, status, headers={"dg-request-id": request_id, "dg-error": error.message[:200]})
+
+
+async def _deepgram_refuse(websocket: WebSocket, error: StreamingError) -> None:
+    """Deepgram refuses a stream at the handshake, with its HTTP status and error body."""
+    logger.info("refused Deepgram stream: %s: %s", error.code, error.message)
+    await deny(websocket, _deepgram_error(error), error)
+
+
+async def listen_endpoint(websocket: WebSocket) -> None:
+    """Deepgram's live transcription (``/v1/listen``), for clients written against it."""
+    found = services(websocket)
+    if not found.ready:
+        await found.refuse(websocket, NotReady(MODEL_LOADING), _deepgram_refuse)
+        return
+    engine = found.engine
+    assert engine is not None
+    try:
+        options = deepgram.parse_listen_query(
+            websocket.query_params.multi_items(),
+            multilingual=engine.multilingual,
+            languages=engine.languages,
+            max_speakers=found.config.max_speakers,
+        )
+    except InvalidParameter as exc:
+        await found.refuse(websocket, exc, _deepgram_refuse)
+        return
+    # A browser sends its key as the subprotocols ["token", KEY]: the answer must name one.
+    subprotocol = "token" if "token" in websocket.scope.get("subprotocols", []) else None
+    await _serve(
+        websocket,
+        found,
+        lambda: deepgram.DeepgramAdapter(_new_session(found, options.stream), options),
+        refuse_with=_deepgram_refuse,
+        subprotocol=subprotocol,
     )
 
 

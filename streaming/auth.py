@@ -1,7 +1,9 @@
 """Who may connect: API keys and allowed web origins, checked before a request does anything.
 
-A key comes as ``Authorization: Bearer <key>`` or, for browsers (which cannot set headers on a
-websocket), as a ``token`` query parameter. Keys are compared in constant time
+A key comes as ``Authorization: Bearer <key>`` (or ``Token <key>``, Deepgram's form) or, for
+browsers (which cannot set headers on a websocket), as a ``token`` query parameter or in the
+websocket's subprotocols, in the forms Deepgram's (``token``, then the key) and OpenAI's
+(``openai-insecure-api-key.<key>``) browser clients send. Keys are compared in constant time
 (:func:`hmac.compare_digest`, against every configured key, so the time taken says nothing about
 which key came close) and never logged. ``/healthcheck`` is open, for liveness probes, and so are
 the page's static files (code the browser needs before it can send a key; they hold no data
@@ -16,11 +18,11 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -72,14 +74,44 @@ class Gate:
         return None
 
 
+OPENAI_KEY_PROTOCOL = "openai-insecure-api-key."
+
+
 def _credential(conn: HTTPConnection) -> str | None:
     header = conn.headers.get("authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
+        if scheme.lower() in ("bearer", "token") and value.strip():
             return value.strip()
+    offered = [p.strip() for p in conn.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    if len(offered) >= 2 and offered[0].lower() == "token":
+        return offered[1]
+    for protocol in offered:
+        if protocol.startswith(OPENAI_KEY_PROTOCOL) and len(protocol) > len(OPENAI_KEY_PROTOCOL):
+            return protocol[len(OPENAI_KEY_PROTOCOL) :]
     token = conn.query_params.get("token")
     return token or None
+
+
+# How a refusal reads on a path whose clients expect another vendor's error shape.
+ErrorShape = Callable[[StreamingError, int], Response]
+
+
+def own_error_shape(error: StreamingError, status: int) -> Response:
+    return JSONResponse(
+        {"error": {"code": error.code, "message": error.message}},
+        status_code=status,
+        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
+    )
+
+
+async def deny(websocket: WebSocket, response: Response, error: StreamingError) -> None:
+    """Answer a websocket handshake with an HTTP error, never accepting it (without the
+    server's denial-response extension: accept nothing and close with the error's code)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(code=error.close_code, reason=error.code)
 
 
 PUBLIC_PATHS = ("/healthcheck",)
@@ -97,9 +129,10 @@ class GateMiddleware:
     never accepted (with a server lacking the denial-response extension: a close with 1008).
     """
 
-    def __init__(self, app: ASGIApp, gate: Gate) -> None:
+    def __init__(self, app: ASGIApp, gate: Gate, shapes: Mapping[str, ErrorShape] | None = None) -> None:
         self.app = app
         self.gate = gate
+        self.shapes = dict(shapes or {})  # path prefix: the error shape its clients read
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or _is_public(scope["path"]):
@@ -114,19 +147,15 @@ class GateMiddleware:
             return
         status = 401 if isinstance(refusal, Unauthorized) else 403
         logger.info("refused %s %s: %s", scope["type"], scope["path"], refusal.code)
-        response = JSONResponse(
-            {"error": {"code": refusal.code, "message": refusal.message}},
-            status_code=status,
-            headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
+        shape = next(
+            (shape for prefix, shape in self.shapes.items() if scope["path"].startswith(prefix)),
+            own_error_shape,
         )
+        response = shape(refusal, status)
         if scope["type"] == "http":
             await response(scope, receive, send)
             return
-        websocket = WebSocket(scope, receive, send)
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await websocket.send_denial_response(response)
-        else:
-            await websocket.close(code=refusal.close_code, reason=refusal.code)
+        await deny(WebSocket(scope, receive, send), response, refusal)
 
 
 def _is_public(path: str) -> bool:

@@ -188,7 +188,7 @@ class Segmenter:
                 self._start = max(window - params.speech_pad, self._floor, self._audio_start)
                 self._silence_start = None
                 self._windows = [(window, score)]
-                self._voice.append(Voice(started=True, at=self._start))
+                self._voice.append(Voice(started=True, at=window))  # the onset, not the padding
             else:
                 self._trim(max(self._scored - params.speech_pad, self._floor))
             return None

@@ -1,0 +1,148 @@
+"""The websocket endpoints: our protocol on ``/v1/stream``, and the protocols other clients
+speak (Twilio Media Streams, Deepgram live), each an adapter over the same session, scheduler,
+limits and keys. :func:`serve` admits a stream and runs it to its close."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket
+
+from streaming import deepgram
+from streaming.auth import deny
+from streaming.config import parse_stream_config
+from streaming.errors import InvalidParameter, NotReady, StreamingError
+from streaming.services import MODEL_LOADING, Refusal, Services, services
+from streaming.transport import StreamConnection, refuse
+from streaming.twilio import TwilioAdapter, twilio_stream_config
+from streaming.wire import OwnProtocol, Wire
+
+logger = logging.getLogger(__name__)
+
+
+async def stream_endpoint(websocket: WebSocket) -> None:
+    found = services(websocket)
+    if not found.ready:
+        await found.refuse(websocket, NotReady(MODEL_LOADING))
+        return
+    assert found.engine is not None
+    try:
+        stream = parse_stream_config(
+            dict(websocket.query_params),
+            multilingual=found.engine.multilingual,
+            languages=found.engine.languages,
+            max_speakers=found.config.max_speakers,
+        )
+    except InvalidParameter as exc:
+        await found.refuse(websocket, exc)
+        return
+
+    await serve(websocket, found, lambda: OwnProtocol(found.new_session(stream)))
+
+
+async def twilio_endpoint(websocket: WebSocket) -> None:
+    """Twilio Media Streams: the call's inbound and outbound tracks as two speakers."""
+    found = services(websocket)
+    if not found.ready:
+        await found.refuse(websocket, NotReady(MODEL_LOADING))
+        return
+    assert found.engine is not None
+    engine = found.engine
+    try:
+        # The tracks' names are checked as a two-channel stream's speakers are.
+        named = websocket.query_params.get("speakers")
+        speakers = (
+            parse_stream_config(
+                {"channels": "2", "multichannel": "true", "speakers": named},
+                multilingual=engine.multilingual,
+            ).speakers
+            if named
+            else ()
+        )
+    except InvalidParameter as exc:
+        await found.refuse(websocket, exc)
+        return
+    # Twilio's <Stream> URL carries no query string: a key may come as a custom parameter of
+    # the start event instead of at the handshake.
+    key_check = None if found.gate.check(websocket) is None else found.gate.allows_key
+
+    await serve(
+        websocket,
+        found,
+        lambda: TwilioAdapter(found.new_session(twilio_stream_config(speakers)), key_check),
+    )
+
+
+def deepgram_error(error: StreamingError, status: int = 0) -> Response:
+    status, body = deepgram.http_error(error, request_id := str(uuid.uuid4()))
+    return JSONResponse(body, status, headers={"dg-request-id": request_id, "dg-error": error.message[:200]})
+
+
+async def _deepgram_refuse(websocket: WebSocket, error: StreamingError) -> None:
+    """Deepgram refuses a stream at the handshake, with its HTTP status and error body."""
+    logger.info("refused Deepgram stream: %s: %s", error.code, error.message)
+    await deny(websocket, deepgram_error(error), error)
+
+
+async def listen_endpoint(websocket: WebSocket) -> None:
+    """Deepgram's live transcription (``/v1/listen``), for clients written against it."""
+    found = services(websocket)
+    if not found.ready:
+        await found.refuse(websocket, NotReady(MODEL_LOADING), _deepgram_refuse)
+        return
+    engine = found.engine
+    assert engine is not None
+    try:
+        options = deepgram.parse_listen_query(
+            websocket.query_params.multi_items(),
+            multilingual=engine.multilingual,
+            languages=engine.languages,
+            max_speakers=found.config.max_speakers,
+        )
+    except InvalidParameter as exc:
+        await found.refuse(websocket, exc, _deepgram_refuse)
+        return
+    # A browser sends its key as the subprotocols ["token", KEY]: the answer must name one.
+    subprotocol = "token" if "token" in websocket.scope.get("subprotocols", []) else None
+    await serve(
+        websocket,
+        found,
+        lambda: deepgram.DeepgramAdapter(found.new_session(options.stream), options),
+        refuse_with=_deepgram_refuse,
+        subprotocol=subprotocol,
+    )
+
+
+async def serve(
+    websocket: WebSocket,
+    found: Services,
+    new_wire: Callable[[], Wire],
+    *,
+    refuse_with: Refusal = refuse,
+    subprotocol: str | None = None,
+) -> None:
+    """Admit a stream (or refuse it: draining, full) and run it to its close."""
+    assert found.scheduler is not None
+    lifecycle = found.lifecycle
+    refusal = found.refusal()
+    if refusal is not None:
+        await found.refuse(websocket, refusal, refuse_with)
+        return
+    wire = new_wire()
+    session = wire.session
+    lifecycle.opened(session.id)
+    try:
+        logger.info("session %s opened: %s", session.id, session.stream)
+        await websocket.accept(subprotocol)
+        await StreamConnection(
+            websocket, session, found.scheduler, found.clock, stop=lifecycle.stop, wire=wire
+        ).run()
+    finally:
+        lifecycle.closed(session.id)
+        error = session.error.code if session.error else ""
+        found.metrics.closed.labels(str(session.close_code or 1006), error).inc()
+        stats = session.track_stats
+        found.metrics.stream_closed(sum(t.eager_used for t in stats), sum(t.eager_discarded for t in stats))

@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from streaming import files, streams
-from streaming.auth import Gate, GateMiddleware, read_key_file
+from streaming.auth import ErrorShape, Gate, GateMiddleware, read_key_file
 from streaming.clock import Clock, MonotonicClock
 from streaming.config import Config
 from streaming.engine import resolve_device
@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 # The browser page (plain JavaScript modules, no build step), shipped with the clients.
 WEB_DIR = Path(__file__).resolve().parents[1] / "clients" / "web"
+
+# The error shape each vendor's clients read, by path prefix (ours elsewhere).
+ERROR_SHAPES: dict[str, ErrorShape] = {"/v1/listen": streams.deepgram_error, "/v1/audio/": files.openai_error}
 
 __all__ = ["Lifecycle", "create_app", "whisper_factory"]
 
@@ -110,12 +113,14 @@ def create_app(
                 await found.scheduler.stop()
 
     return Starlette(
-        middleware=[Middleware(GateMiddleware, gate=gate, shapes={"/v1/listen": streams.deepgram_error})],
+        middleware=[Middleware(GateMiddleware, gate=gate, shapes=ERROR_SHAPES)],
         routes=[
             WebSocketRoute("/v1/stream", streams.stream_endpoint),
             WebSocketRoute("/v1/listen", streams.listen_endpoint),
             WebSocketRoute("/v1/twilio", streams.twilio_endpoint),
             Route("/predict", files.predict_endpoint, methods=["POST"]),
+            Route("/v1/audio/transcriptions", files.transcriptions_endpoint, methods=["POST"]),
+            Route("/v1/audio/translations", files.translations_endpoint, methods=["POST"]),
             Route("/healthcheck", healthcheck_endpoint, methods=["GET"]),
             Route("/ready", ready_endpoint, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

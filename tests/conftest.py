@@ -74,3 +74,13 @@ def running_server(**settings: Any) -> Iterator[RunningServer]:
 def server() -> Iterator[RunningServer]:
     with running_server() as running:
         yield running
+
+
+API_KEY = "a-test-key"
+
+
+@pytest.fixture(scope="session")
+def keyed_server() -> Iterator[RunningServer]:
+    """The real service with an API key: the vendors' clients send theirs."""
+    with running_server(api_key=(API_KEY,)) as running:
+        yield running

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,11 @@ from streaming.errors import InvalidParameter
 from streaming.session import Session
 from streaming.settings import SessionSettings
 from streaming.vad import Segmenter
-from tests.conftest import RunningServer, running_server
+from tests.conftest import API_KEY, RunningServer
 from tests.fakes import TEST_VAD, LoudnessScorer, silence, tone
 from tests.wer import wer
 
-KEY = "deepgram-test-key"
+KEY = API_KEY
 # The SDK reaches websockets through its deprecated legacy names.
 pytestmark = pytest.mark.filterwarnings("ignore:websockets.* is deprecated:DeprecationWarning")
 
@@ -67,12 +66,6 @@ async def read_until_closed(ws: Any) -> list[dict[str, Any]]:
             messages.append(json.loads(await ws.recv()))
     except websockets.ConnectionClosed:
         return messages
-
-
-@pytest.fixture(scope="module")
-def keyed_server() -> Iterator[RunningServer]:
-    with running_server(api_key=(KEY,)) as running:
-        yield running
 
 
 @pytest.mark.model

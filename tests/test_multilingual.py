@@ -39,3 +39,24 @@ def test_language_auto_on_the_base_model(
     assert ready["config"]["language"] == "auto"
     assert result.close_code == 1000
     assert wer(entry["text"], result.final["transcription"]) <= 0.3
+
+
+def test_openai_translations_on_the_base_model(
+    base_server: RunningServer, data_dir: Path, manifest: dict[str, Any]
+) -> None:
+    """The real openai client's translations call: English speech comes back as English text."""
+    import warnings
+
+    import openai
+
+    entry = manifest["read/jfk.flac"]
+    client = openai.OpenAI(api_key="none", base_url=f"{base_server.http_url}/v1", max_retries=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # this client deprecates translations
+        translated = client.audio.translations.create(
+            model="whisper-1",
+            file=("jfk.flac", (data_dir / entry["audio"]).read_bytes()),
+            response_format="verbose_json",
+        )
+    assert translated.task == "translate"
+    assert wer(entry["text"], translated.text) <= 0.3

@@ -118,6 +118,7 @@ def create_app(
             WebSocketRoute("/v1/stream", streams.stream_endpoint),
             WebSocketRoute("/v1/listen", streams.listen_endpoint),
             WebSocketRoute("/v1/twilio", streams.twilio_endpoint),
+            WebSocketRoute("/v1/realtime", streams.realtime_endpoint),
             Route("/predict", files.predict_endpoint, methods=["POST"]),
             Route("/v1/audio/transcriptions", files.transcriptions_endpoint, methods=["POST"]),
             Route("/v1/audio/translations", files.translations_endpoint, methods=["POST"]),

@@ -115,9 +115,11 @@ async def deny(websocket: WebSocket, response: Response, error: StreamingError) 
 
 
 PUBLIC_PATHS = ("/healthcheck",)
-# Twilio's <Stream> URL carries no query string and Twilio sends no Authorization header: its
-# key comes as a custom parameter of the start event, checked there (streaming/twilio.py).
-KEY_IN_STREAM = ("/v1/twilio",)
+# Keys checked by the endpoint, not here. Twilio's <Stream> URL carries no query string and
+# Twilio sends no Authorization header: its key comes as a custom parameter of the start event
+# (streaming/twilio.py). OpenAI's Realtime clients read a refusal as an ``error`` event and a
+# close code (1008: do not reconnect), not as an HTTP status (streaming/streams.py).
+KEY_IN_STREAM = ("/v1/twilio", "/v1/realtime")
 PUBLIC_PREFIXES = ("/static/",)
 
 

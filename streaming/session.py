@@ -39,6 +39,7 @@ from streaming.errors import (
     FrameTooLarge,
     IdleTimeout,
     InternalError,
+    InvalidParameter,
     Overloaded,
     SessionTooLong,
     ShuttingDown,
@@ -179,6 +180,20 @@ class Session:
             self._finish(exc)
         elif self.phase is Phase.ENDING:
             self._report(exc)
+
+    def reconfigure(self, stream: StreamConfig) -> None:
+        """Change the stream's settings mid-stream (another protocol's session update): its
+        language, prompt and hotwords apply to the decodes that follow; its audio encoding and
+        rate only before any audio came. Raises :class:`InvalidParameter` otherwise (the stream
+        goes on as it was)."""
+        old = self.stream
+        if (stream.channels, stream.multichannel) != (old.channels, old.multichannel):
+            raise InvalidParameter("the number of channels cannot change once a stream is open")
+        if (stream.encoding, stream.sample_rate) != (old.encoding, old.sample_rate):
+            if self._received_samples() or self._decoder.pending_bytes:
+                raise InvalidParameter("the audio format cannot change once audio was received")
+            self._decoder = StreamDecoder(stream)
+        self.stream = stream
 
     def receive_result(self, ticket: int, decoded: Decoded) -> None:
         """The result of the job with this ticket."""

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
-from streaming import deepgram
+from streaming import deepgram, realtime
 from streaming.auth import deny
-from streaming.config import parse_stream_config
+from streaming.config import StreamConfig, parse_stream_config
 from streaming.errors import InvalidParameter, NotReady, StreamingError
 from streaming.services import MODEL_LOADING, Refusal, Services, services
 from streaming.transport import StreamConnection, refuse
@@ -106,13 +106,55 @@ async def listen_endpoint(websocket: WebSocket) -> None:
         await found.refuse(websocket, exc, _deepgram_refuse)
         return
     # A browser sends its key as the subprotocols ["token", KEY]: the answer must name one.
-    subprotocol = "token" if "token" in websocket.scope.get("subprotocols", []) else None
+    subprotocol = _offered(websocket, "token")
     await serve(
         websocket,
         found,
         lambda: deepgram.DeepgramAdapter(found.new_session(options.stream), options),
         refuse_with=_deepgram_refuse,
         subprotocol=subprotocol,
+    )
+
+
+async def _realtime_refuse(websocket: WebSocket, error: StreamingError) -> None:
+    """OpenAI's Realtime refuses in the stream: an ``error`` event, then a close code its SDK
+    reads (1013 and 1001: reconnect later; 1008: do not)."""
+    logger.info("refused Realtime stream: %s: %s", error.code, error.message)
+    text, code = realtime.refusal(error)
+    await websocket.accept(_offered(websocket, "realtime"))
+    await websocket.send_text(text)
+    await websocket.close(code=code, reason=error.code)
+
+
+def _offered(websocket: WebSocket, subprotocol: str) -> str | None:
+    return subprotocol if subprotocol in websocket.scope.get("subprotocols", []) else None
+
+
+async def realtime_endpoint(websocket: WebSocket) -> None:
+    """OpenAI's Realtime transcription (``/v1/realtime?intent=transcription``)."""
+    found = services(websocket)
+    refusal = found.gate.check(websocket)
+    if refusal is None and not found.ready:
+        refusal = NotReady(MODEL_LOADING)
+    if refusal is None and websocket.query_params.get("intent") != "transcription":
+        refusal = InvalidParameter(
+            "only transcription sessions are served here: connect to /v1/realtime?intent=transcription"
+        )
+    if refusal is not None:
+        await found.refuse(websocket, refusal, _realtime_refuse)
+        return
+    engine = found.engine
+    assert engine is not None
+
+    def parse(query: dict[str, str]) -> StreamConfig:
+        return parse_stream_config(query, multilingual=engine.multilingual, languages=engine.languages)
+
+    await serve(
+        websocket,
+        found,
+        lambda: realtime.RealtimeAdapter(found.new_session(realtime.realtime_stream_config()), parse),
+        refuse_with=_realtime_refuse,
+        subprotocol=_offered(websocket, "realtime"),
     )
 
 

@@ -99,6 +99,7 @@ class RealtimeAdapter:
     # ------------------------------------------------------------------ client events
 
     def receive_bytes(self, data: bytes) -> None:
+        self._render_events()
         self._error(
             InvalidMessage("Realtime events are JSON text frames; send audio in input_audio_buffer.append")
         )

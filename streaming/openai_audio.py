@@ -34,7 +34,7 @@ _EDGE_PUNCTUATION = re.compile(r"^[^\w']+|[^\w']+$")
 class BadField(InvalidParameter):
     """A form field OpenAI's API would refuse, named as its error's ``param``."""
 
-    def __init__(self, message: str, param: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
 

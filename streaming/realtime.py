@@ -144,23 +144,25 @@ class RealtimeAdapter:
                 audio_in["turn_detection"] = update["turn_detection"]
         else:
             audio_in = _object(_object(update, "audio"), "input")
-        stream = self.session.stream
+        # All or nothing: every field is checked before anything changes.
+        stream, fmt_name = self.session.stream, self._format
+        transcription_config, server_vad = self._transcription, self._server_vad
         fmt = audio_in.get("format")
         if fmt is not None:
-            name = fmt.get("type") if isinstance(fmt, dict) else None
-            if name not in FORMATS or (name == "audio/pcm" and fmt.get("rate", RATE) != RATE):
+            asked_format = fmt.get("type") if isinstance(fmt, dict) else None
+            if asked_format not in FORMATS or (asked_format == "audio/pcm" and fmt.get("rate", RATE) != RATE):
                 raise InvalidParameter(
                     f"the input format must be audio/pcm at {RATE} Hz, audio/pcmu or audio/pcma"
                 )
-            encoding, rate = FORMATS[name]
+            fmt_name = str(asked_format)
+            encoding, rate = FORMATS[fmt_name]
             stream = dataclasses.replace(stream, encoding=encoding, sample_rate=rate)
-            self._format = name
         transcription = audio_in.get("transcription")
         if isinstance(transcription, dict):
             asked = {k: str(transcription[k]) for k in ("language", "prompt") if transcription.get(k)}
             chosen = self._parse(asked)  # checked as a stream's query would be
             stream = dataclasses.replace(stream, language=chosen.language, prompt=chosen.prompt)
-            self._transcription = {**self._transcription, **transcription}
+            transcription_config = {**transcription_config, **transcription}
         if "turn_detection" in audio_in:
             detection = audio_in["turn_detection"]
             if detection is not None and (
@@ -169,8 +171,9 @@ class RealtimeAdapter:
                 raise InvalidParameter(
                     "turn_detection must be server_vad or null (semantic_vad is not supported)"
                 )
-            self._server_vad = detection is not None
+            server_vad = detection is not None
         self.session.reconfigure(stream)
+        self._format, self._transcription, self._server_vad = fmt_name, transcription_config, server_vad
         self._emit(
             "transcription_session.updated" if beta else "session.updated", session=self._session_object()
         )

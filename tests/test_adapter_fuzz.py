@@ -11,8 +11,10 @@ import tracemalloc
 from typing import Any
 
 import numpy as np
+from deepgram.listen.v1 import types as deepgram_types
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openai.types import realtime as openai_types
 
 from streaming.clock import ManualClock
 from streaming.config import Config, parse_stream_config
@@ -25,6 +27,31 @@ from streaming.vad import Segmenter
 from streaming.wire import Wire
 from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 from tests.test_realtime import check_items
+
+# Every message validates against the vendor SDK's own model of it (strictly: required fields
+# present, types right), not only the SDK's lenient parse.
+DEEPGRAM_MODELS = {
+    "Results": deepgram_types.ListenV1Results,
+    "Metadata": deepgram_types.ListenV1Metadata,
+    "SpeechStarted": deepgram_types.ListenV1SpeechStarted,
+    "UtteranceEnd": deepgram_types.ListenV1UtteranceEnd,
+    "Error": deepgram_types.ListenV1Error,
+}
+REALTIME_MODELS = {
+    "session.created": openai_types.SessionCreatedEvent,
+    "session.updated": openai_types.SessionUpdatedEvent,
+    "input_audio_buffer.speech_started": openai_types.InputAudioBufferSpeechStartedEvent,
+    "input_audio_buffer.speech_stopped": openai_types.InputAudioBufferSpeechStoppedEvent,
+    "input_audio_buffer.committed": openai_types.InputAudioBufferCommittedEvent,
+    "input_audio_buffer.cleared": openai_types.InputAudioBufferClearedEvent,
+    "conversation.item.input_audio_transcription.delta": (
+        openai_types.ConversationItemInputAudioTranscriptionDeltaEvent
+    ),
+    "conversation.item.input_audio_transcription.completed": (
+        openai_types.ConversationItemInputAudioTranscriptionCompletedEvent
+    ),
+    "error": openai_types.RealtimeErrorEvent,
+}
 
 SETTINGS = SessionSettings.from_config(Config(max_frame_bytes=64_000), "scripted")
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8))
@@ -109,6 +136,8 @@ def test_deepgram_survives_any_frames(frames: list[Any], interim: bool) -> None:
     sent = bounded(lambda: drive(adapter, frames, '{"type": "CloseStream"}', lambda *a: pcm16(*a, 16000)))
     code, _ = adapter.close_frame()
     assert code in (1000, 1008, 1009)  # a typed close: frame_too_large is 1009, never 1011
+    for message in sent:
+        DEEPGRAM_MODELS[message["type"]].model_validate(message)
     assert sent[-1]["type"] == "Metadata"
     assert [m["type"] for m in sent].count("Metadata") == 1
     finals = [m for m in sent if m["type"] == "Results" and m["is_final"]]
@@ -161,6 +190,8 @@ def test_realtime_survives_any_frames(frames: list[Any]) -> None:
     code, _ = adapter.close_frame()
     assert code in (1000, 1008, 1009)  # a typed close: frame_too_large is 1009, never 1011
     assert sent[0]["type"] == "session.created"
+    for event in sent:
+        REALTIME_MODELS[event["type"]].model_validate(event)
     check_items(sent)
     assert all(
         e["error"]["type"] in ("invalid_request_error", "server_error") for e in sent if e["type"] == "error"

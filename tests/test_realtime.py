@@ -265,7 +265,14 @@ def test_bad_client_events_get_error_events_and_the_session_goes_on() -> None:
     assert any(e["type"] == COMPLETED for e in pump(rt, engine))
     append(rt, silence(0.1))
     rt.receive_text(
-        '{"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}}'
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": None}}},
+            }
+        )
     )
     late = [e for e in pump(rt, engine) if e["type"] == "error"]
     assert "cannot change" in late[0]["error"]["message"]  # the format, once audio came
+    append(rt, np.concatenate([tone(1.0), silence(0.6)]))  # and nothing of that update applied:
+    assert "input_audio_buffer.speech_started" in [e["type"] for e in pump(rt, engine)]  # still server VAD

@@ -328,3 +328,62 @@ async def test_a_pipecat_pipeline_with_deepgram_stt_gets_the_transcript(
     await asyncio.wait_for(asyncio.gather(runner.run(), speak()), 60)
     assert wer(entry["text"], " ".join(collect.finals)) < 0.15, collect.finals
     assert collect.interims
+
+
+# ---------------------------------------------------------------------------- LiveKit
+
+
+@pytest.mark.model
+async def test_livekits_deepgram_plugin_gets_turns_and_their_transcripts(
+    keyed_server: RunningServer, data_dir: Path, manifest: dict[str, dict[str, Any]]
+) -> None:
+    """LiveKit Agents' Deepgram STT (aiohttp, its own query and messages), pointed at us by its
+    base_url: our SpeechStarted and speech_final become its start and end of speech."""
+    import aiohttp
+    from livekit import rtc
+    from livekit.agents.stt import SpeechEventType
+    from livekit.plugins import deepgram as livekit_deepgram
+
+    entry = manifest["read/jfk.flac"]
+    samples = np.frombuffer(pcm16(read_audio(data_dir / entry["audio"])), "<i2")
+    kinds: list[SpeechEventType] = []
+    finals: list[str] = []
+    async with aiohttp.ClientSession() as http:
+        stt = livekit_deepgram.STT(
+            api_key=KEY,
+            base_url=f"{keyed_server.http_url}/v1/listen",
+            http_session=http,
+            sample_rate=16000,
+        )
+        stream = stt.stream()
+
+        async def speak() -> None:
+            for offset in range(0, len(samples), 1600):
+                chunk = samples[offset : offset + 1600]
+                stream.push_frame(
+                    rtc.AudioFrame(
+                        data=chunk.tobytes(),
+                        sample_rate=16000,
+                        num_channels=1,
+                        samples_per_channel=len(chunk),
+                    )
+                )
+                await asyncio.sleep(0.05)
+            stream.flush()
+            stream.end_input()
+
+        speaking = asyncio.create_task(speak())
+
+        async def listen() -> None:
+            async for event in stream:
+                kinds.append(event.type)
+                if event.type == SpeechEventType.FINAL_TRANSCRIPT:
+                    finals.append(event.alternatives[0].text)
+
+        await asyncio.wait_for(listen(), 60)
+        await speaking
+    assert wer(entry["text"], " ".join(finals)) < 0.15, finals
+    assert SpeechEventType.INTERIM_TRANSCRIPT in kinds
+    starts = kinds.count(SpeechEventType.START_OF_SPEECH)
+    assert starts >= 3  # his phrases are turns
+    assert kinds.count(SpeechEventType.END_OF_SPEECH) == starts

@@ -396,7 +396,15 @@ class Track:
         if job.speculative:
             eager = self.eager
             if eager is None or eager.ticket != job.ticket:
-                return Outcome()  # speech resumed meanwhile
+                # Speech resumed: the pause did not end the utterance. The decode still heard
+                # the words before the pause (beam search, the whole window): those ending
+                # clear of the clip's end are committed. A "pause" this short can be a stop
+                # inside a word, which the clip then cuts, so the last ones wait for the next
+                # decode. Without this, commas in a long sentence (an eager final at each one,
+                # in flight in place of a partial) held its words well past the bound.
+                if self.waiting or self.segmenter.open_start is None:
+                    return Outcome()  # the utterance closed meanwhile: its final says it
+                return self._on_partial(job, decoded, settled_until=job.end - AGREE_AGE)
             eager.decoded = decoded
             if eager.utterance is None:
                 return Outcome()  # the pause goes on: held until it closes the utterance
@@ -449,7 +457,9 @@ class Track:
             return None
         return utterance if job.kind == "final" else None
 
-    def _on_partial(self, job: Job, decoded: Decoded) -> Outcome:
+    def _on_partial(self, job: Job, decoded: Decoded, *, settled_until: int | None = None) -> Outcome:
+        """Commit the words two decodes agree on, and those old enough that the bound is near
+        (all ending by ``settled_until`` when it is given: a decode whose clip ends in a pause)."""
         words = self._spoken(job, decoded, self.segmenter.speech_ranges())
         agreed = 0
         for old, new in zip(self.hypothesis, words, strict=False):
@@ -457,7 +467,8 @@ class Track:
                 break
             agreed += 1
         forced = agreed
-        while forced < len(words) and job.end - words[forced].end >= self.settings.force_age:
+        limit = job.end - self.settings.force_age if settled_until is None else settled_until
+        while forced < len(words) and words[forced].end <= limit:
             forced += 1
         self.stats.agreed += agreed
         self.stats.forced += forced - agreed

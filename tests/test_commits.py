@@ -10,6 +10,7 @@ import numpy as np
 
 from streaming.config import StreamConfig
 from streaming.engine import Clip, Decoded, DecodedWord, DecodeOptions
+from streaming.jobs import Job
 from tests.fakes import RATE, ScriptedEngine, heard_words, silence, tone
 from tests.test_session import Harness
 
@@ -276,3 +277,42 @@ def test_a_new_utterance_is_previewed_beside_the_previous_final_and_nothing_is_c
     h.audio(np.concatenate([second[int(1.2 * RATE) :], silence(0.6)]))
     h.text({"type": "end"})
     assert [w for w, _, _ in committed(h)] == expected(first) + expected(second)
+
+
+def run_with_decode_time(h: Harness, audio: np.ndarray, decode: float) -> list[tuple[float, float]]:
+    """Stream ``audio`` with each decode taking ``decode`` seconds, one at a time per worker
+    as the model would; (word end, arrival of its segment) for every word."""
+    out: list[tuple[float, float]] = []
+    running: list[tuple[float, Job]] = []  # (done at, job)
+    step = int(0.1 * RATE)
+    seen = 0
+    for i in [*range(0, len(audio), step), *[len(audio)] * 30]:
+        h.clock.advance(0.1)
+        if i < len(audio):
+            h.session.receive_bytes(audio[i : i + step].astype("<f4").tobytes())
+        for done_at, job in [r for r in running if r[0] <= h.clock.now()]:
+            running.remove((done_at, job))
+            h.session.receive_result(job.ticket, h.engine.transcribe(job.clip, job.options))
+        h.sent += h.session.messages_to_send()
+        running += [(h.clock.now() + decode, job) for job in h.session.jobs_to_start()]
+        segments = h.of_type("segment")
+        for m in segments[seen:]:
+            out += [(w["end"], h.clock.now()) for w in m["segment"]["words"]]  # type: ignore[typeddict-item]
+        seen = len(segments)
+    return out
+
+
+def test_short_pauses_with_slow_decodes_do_not_hold_words_past_the_bound() -> None:
+    """Commas in a long sentence: pauses too short to end the utterance, each starting an eager
+    final (a full decode, slow on a CPU) that speech resuming throws away. Its decode still hears
+    every word before the pause, so it counts as a partial: the words are committed in time."""
+    h = Harness(partial_interval=0.5, commit_bound=1.5, max_utterance=30.0)
+    speech = talk(200, 300, 400, 500, 600, 700, 800, 900, word=0.6, gap=0.2)  # 6.4 s, no real pause
+    arrivals = run_with_decode_time(h, np.concatenate([speech, silence(1.0)]), decode=0.6)
+    assert [w for w in expected(speech)] == [w for w, _, _ in committed(h)]
+    waits = sorted(arrived - end for end, arrived in arrivals)
+    # Most words within the bound and the decode that commits them (and this harness's 0.1 s
+    # step); none past a partial that a pause's eager final supersedes, and that eager final.
+    # Before an eager final that speech resumed after counted as a partial: 2.4 s and 4.8 s.
+    assert waits[len(waits) // 2] <= 1.5 + 0.1 + 1e-6, waits
+    assert waits[-1] <= 1.5 + 2 * 0.6 + 0.1, waits

@@ -52,17 +52,19 @@ class SpeechStarted:
 @dataclass(frozen=True, slots=True)
 class SpeechStopped:
     """A channel's utterance closed (a pause long enough, ``finalize``, or the end): its speech
-    ended at ``at``; its words follow once it is decoded."""
+    ended at ``at``; its words follow once it is decoded (``kept`` False: too short to be an
+    utterance, so none will)."""
 
     channel: int
     start: int
     at: int
+    kept: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class UtteranceDone:
-    """Every word of a channel's utterance up to ``end`` is committed (its ``Segment``s came
-    before this)."""
+    """A channel's utterance from ``start`` to ``end`` is decoded: every word of it, and of
+    the channel's speech before it, is committed (its ``Segment``s came before this)."""
 
     channel: int
     start: int

@@ -231,8 +231,8 @@ class RealtimeAdapter:
             case events.SpeechStarted(_, at) if self._server_vad:
                 item = self._open_item(at)
                 self._emit("input_audio_buffer.speech_started", audio_start_ms=_ms(at), item_id=item.id)
-            case events.SpeechStopped(_, _, at) if self._server_vad:
-                self._stopped(at)
+            case events.SpeechStopped(_, _, at, kept) if self._server_vad:
+                self._stopped(at, kept=kept)
             case events.Segment(_, transcript):
                 item = self._item_for(transcript.start)
                 if not item.dropped and transcript.text:
@@ -242,30 +242,36 @@ class RealtimeAdapter:
                         self._delta(item, delta)
                     else:
                         item.deltas.append(delta)
-            case events.UtteranceDone(_, start, end) if self._server_vad:
-                self._done(start, end)
+            case events.UtteranceDone(_, _, end) if self._server_vad:
+                self._done(end)
             case events.Flushed() if not self._server_vad:
                 while self._items and self._items[0].committed:
                     self._complete(self._items[0])
             case events.Failed(error):
                 self._emit("error", error=_error(error))
 
-    def _stopped(self, at: int) -> None:
-        """The VAD closed the open turn: it is committed (its words follow as deltas)."""
+    def _stopped(self, at: int, *, kept: bool) -> None:
+        """The VAD closed the open turn: it is committed (its words follow as deltas); one too
+        short to be an utterance has none to wait for."""
         item = next((i for i in self._items if i.stopped_at is None), None)
         if item is None:
             return
         item.stopped_at = at
+        item.done = not kept
         if not item.dropped:
             self._emit("input_audio_buffer.speech_stopped", audio_end_ms=_ms(at), item_id=item.id)
         self._commit_item(item)
+        self._complete_done()
 
-    def _done(self, start: int, end: int) -> None:
-        """Every word of the utterance from ``start`` to ``end`` is committed: the item whose
-        turn ended in it is done, and done items complete in order."""
+    def _done(self, end: int) -> None:
+        """An utterance ending at ``end`` is decoded: every turn that ended by then has all its
+        words (a track decodes in order), and done items complete in order."""
         for item in self._items:
-            if item.committed and item.stopped_at is not None and start <= item.stopped_at <= end:
+            if item.committed and item.stopped_at is not None and item.stopped_at <= end:
                 item.done = True
+        self._complete_done()
+
+    def _complete_done(self) -> None:
         while self._items and self._items[0].done:
             self._complete(self._items[0])
 

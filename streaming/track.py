@@ -211,9 +211,7 @@ class Track:
                 self._speech_from = change.at
                 self.events.append(SpeechStarted(self.index, change.at))
                 continue
-            self.events.append(SpeechStopped(self.index, self._speech_from, change.at))
-            if not change.kept:  # too short to be an utterance: no words will come
-                self.events.append(UtteranceDone(self.index, self._speech_from, change.at))
+            self.events.append(SpeechStopped(self.index, self._speech_from, change.at, change.kept))
 
     def take_events(self) -> list[SpeechStarted | SpeechStopped | UtteranceDone]:
         out, self.events = self.events, []
@@ -573,6 +571,11 @@ class Track:
 
 
 def _spoken_words(decoded: Decoded, start: int) -> list[Spoken]:
+    """A decode's words in stream samples. A decode of marks alone ("...", Whisper's answer to
+    a breath or a noise decoded by itself, such as the tail a retry hears) heard no words."""
+    words = [w for w in decoded.words if w.text.strip()]
+    if not any(ch.isalnum() for w in words for ch in w.text):
+        return []
     return [
         Spoken(
             raw=w.text,
@@ -580,8 +583,7 @@ def _spoken_words(decoded: Decoded, start: int) -> list[Spoken]:
             end=start + round(w.end * SAMPLE_RATE),
             probability=w.probability,
         )
-        for w in decoded.words
-        if w.text.strip()
+        for w in words
     ]
 
 

@@ -253,6 +253,31 @@ def test_speech_a_final_leaves_unworded_is_decoded_once_more_after_it() -> None:
     assert finals[1].clip.prefix == "f220.0 f220.1"  # the retry goes on from what was committed
 
 
+class MarksForNoiseEngine(ScriptedEngine):
+    """Says "..." for a clip of the 110 Hz hum, as Whisper does for a breath or a noise alone."""
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        words = tuple(
+            DecodedWord(" ...", w.start, w.end, 0.005) if w.text.strip().startswith("f110") else w
+            for w in decoded.words
+        )
+        return Decoded("".join(w.text for w in words).strip(), words, "en", decoded.seconds)
+
+
+def test_a_decode_of_marks_alone_heard_no_words_but_marks_among_words_are_kept() -> None:
+    alone = Harness(stream=StreamConfig(encoding="pcm_f32le", interim_results=False))
+    alone.engine = MarksForNoiseEngine()
+    alone.audio(np.concatenate([silence(0.3), tone(1.0, freq=110), silence(0.6)]))
+    alone.text({"type": "end"})
+    assert committed(alone) == []
+    assert alone.of_type("final")[0]["transcription"] == ""
+    among = Harness(stream=StreamConfig(encoding="pcm_f32le", interim_results=False))
+    among.engine = MarksForNoiseEngine()
+    among.audio(np.concatenate([tone(1.0, freq=220), silence(0.1), tone(0.5, freq=110), silence(0.6)]))
+    assert [w for w, _, _ in committed(among)] == ["f220.0", "f220.1", "..."]
+
+
 def test_a_new_utterance_is_previewed_beside_the_previous_final_and_nothing_is_committed_twice() -> None:
     h = Harness(partial_interval=0.5, eager_finals=False)
     first, second = talk(220, word=1.0), talk(330, 440, word=1.0)

@@ -46,15 +46,16 @@ def b64(data: bytes) -> str:
 
 
 async def collect_until(connection: Any, done: Any) -> list[dict[str, Any]]:
+    """Events until ``done(events)`` holds, checked as each comes and while none does (it may
+    hold only once the client has finished sending)."""
     got: list[dict[str, Any]] = []
-
-    async def read() -> None:
-        async for event in connection:
+    async with asyncio.timeout(60):
+        while not done(got):
+            try:
+                event = await asyncio.wait_for(connection.recv(), 0.5)  # cancelling recv is safe
+            except TimeoutError:
+                continue
             got.append(event.model_dump())
-            if done(got):
-                return
-
-    await asyncio.wait_for(read(), 60)
     return got
 
 

@@ -277,3 +277,31 @@ def test_bad_client_events_get_error_events_and_the_session_goes_on() -> None:
     assert "cannot change" in late[0]["error"]["message"]  # the format, once audio came
     append(rt, np.concatenate([tone(1.0), silence(0.6)]))  # and nothing of that update applied:
     assert "input_audio_buffer.speech_started" in [e["type"] for e in pump(rt, engine)]  # still server VAD
+
+
+@pytest.mark.model
+@pytest.mark.filterwarnings("ignore:websockets.* is deprecated:DeprecationWarning")  # the Deepgram SDK's
+async def test_a_full_server_refuses_each_protocol_in_its_own_way() -> None:
+    """One stream open on a server of one: Deepgram's SDK gets HTTP 429 at the handshake, and
+    OpenAI's Realtime an ``error`` event and 1013, which its SDK reconnects after."""
+    from deepgram.core.api_error import ApiError
+
+    from tests.conftest import running_server
+    from tests.test_deepgram import client as deepgram_client
+
+    with running_server(max_sessions=1) as full:
+        async with websockets.connect(full.ws_url) as holder:
+            assert json.loads(await holder.recv())["type"] == "ready"
+            with pytest.raises(ApiError) as refused:
+                async with deepgram_client(full).listen.v1.connect(model="nova-3"):
+                    pass
+            assert refused.value.status_code == 429
+            url = f"ws://{full.host}:{full.port}/v1/realtime?intent=transcription"
+            async with websockets.connect(url) as ws:
+                event = json.loads(await ws.recv())
+                with pytest.raises(websockets.ConnectionClosed):
+                    await ws.recv()
+            assert event["error"]["code"] == "server_full"
+            assert event["error"]["type"] == "server_error"
+            assert ws.close_code == 1013
+            assert is_recoverable_close(1013)

@@ -76,9 +76,12 @@ async def twilio_endpoint(websocket: WebSocket) -> None:
     )
 
 
-def deepgram_error(error: StreamingError, status: int = 0) -> Response:
-    status, body = deepgram.http_error(error, request_id := str(uuid.uuid4()))
-    return JSONResponse(body, status, headers={"dg-request-id": request_id, "dg-error": error.message[:200]})
+def deepgram_error(error: StreamingError, status: int | None = None) -> Response:
+    """Deepgram's answer to a refused handshake. Its status follows the error (401, 400, 429,
+    503), whatever ``status`` the key check proposes: Deepgram's clients read that one."""
+    dg_status, body = deepgram.http_error(error, request_id := str(uuid.uuid4()))
+    headers = {"dg-request-id": request_id, "dg-error": error.message[:200]}
+    return JSONResponse(body, dg_status, headers=headers)
 
 
 async def _deepgram_refuse(websocket: WebSocket, error: StreamingError) -> None:

@@ -180,7 +180,8 @@ async def serve(
     session = wire.session
     lifecycle.opened(session.id)
     try:
-        logger.info("session %s opened: %s", session.id, session.stream)
+        # Which protocol it speaks, for whoever reads the logs of a failing session.
+        logger.info("session %s opened on %s: %s", session.id, websocket.url.path, session.stream)
         await websocket.accept(subprotocol)
         await StreamConnection(
             websocket, session, found.scheduler, found.clock, stop=lifecycle.stop, wire=wire

@@ -144,6 +144,7 @@ class StreamConnection:
         self._pending: set[asyncio.Future[PartialResult]] = set()
         self._outbox = Outbox(session.settings.max_unsent_messages)
         self._connected = True
+        self._close_frame: tuple[int, str] | None = None  # the close this side sent
 
     async def run(self) -> None:
         session = self._session
@@ -175,7 +176,10 @@ class StreamConnection:
             for future in self._pending:
                 future.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        logger.info("session %s closed with %s", session.id, session.close_code)
+        if self._close_frame is not None:  # what the client saw: the wire's code and reason
+            logger.info("session %s closed with %d %s", session.id, *self._close_frame)
+        else:
+            logger.info("session %s ended without a close frame (%s)", session.id, session.close_code)
 
     async def _close(self, writer: asyncio.Task[None]) -> None:
         """Send what is queued (within the grace a slow reader gets), then close."""
@@ -194,6 +198,7 @@ class StreamConnection:
         if not self._connected:
             return
         code, reason = self._wire.close_frame()
+        self._close_frame = (code, reason)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ws.close(code=code, reason=reason), CLOSE_GRACE)
 

@@ -36,7 +36,7 @@ from streaming import events
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import StreamConfig, bool_word, parse_stream_config
 from streaming.errors import InvalidMessage, InvalidParameter, StreamingError
-from streaming.messages import Transcript, Word
+from streaming.messages import Transcript, Word, seconds, tagged_object
 from streaming.session import Session
 from streaming.wire import Outgoing
 
@@ -187,7 +187,7 @@ class DeepgramAdapter:
         if not self.session.accept_frame(len(text)):
             return
         try:
-            kind = _message_type(text)
+            kind = tagged_object(text, "type", "text messages")["type"]
         except StreamingError as exc:
             self.session.fail(exc)
             return
@@ -235,9 +235,7 @@ class DeepgramAdapter:
                 if not self.options.vad_events:
                     return []
                 channel_index = [index, len(self._channels)]
-                return [
-                    ({"type": "SpeechStarted", "channel": channel_index, "timestamp": _seconds(at)}, None)
-                ]
+                return [({"type": "SpeechStarted", "channel": channel_index, "timestamp": seconds(at)}, None)]
             case events.SpeechStopped(index, _, _):
                 self._channels[index].speaking = False
             case events.Flushed():
@@ -269,13 +267,13 @@ class DeepgramAdapter:
         if batch:
             batch[-1]["from_finalize"] = True
             return []
-        at = round(self.session.received_seconds * SAMPLE_RATE)
+        at = self.session.received_samples
         empty = self._results(0, Transcript(start=at, end=at, text=""), final=True)
         empty["from_finalize"] = True
         return [(empty, None)]
 
     def _utterance_ends(self) -> list[tuple[dict[str, Any], str | None]]:
-        received = round(self.session.received_seconds * SAMPLE_RATE)
+        received = self.session.received_samples
         out: list[tuple[dict[str, Any], str | None]] = []
         for index, channel in enumerate(self._channels):
             due = channel.utterance_end_at
@@ -284,7 +282,7 @@ class DeepgramAdapter:
                 message = {
                     "type": "UtteranceEnd",
                     "channel": [index, len(self._channels)],
-                    "last_word_end": _seconds(channel.last_word_end),
+                    "last_word_end": seconds(channel.last_word_end),
                 }
                 out.append((message, None))
         return out
@@ -297,8 +295,8 @@ class DeepgramAdapter:
         return {
             "type": "Results",
             "channel_index": [index, len(self._channels)],
-            "duration": _seconds(transcript.end - transcript.start),
-            "start": _seconds(transcript.start),
+            "duration": seconds(transcript.end - transcript.start),
+            "start": seconds(transcript.start),
             "is_final": final,
             "speech_final": False,
             "from_finalize": False,
@@ -316,8 +314,8 @@ class DeepgramAdapter:
         plain = _UNPUNCTUATED.sub("", word.text).lower() or word.text.lower()
         return {
             "word": plain,
-            "start": _seconds(word.start),
-            "end": _seconds(word.end),
+            "start": seconds(word.start),
+            "end": seconds(word.end),
             "confidence": round(word.probability, 4),
             "punctuated_word": word.text if self.options.punctuate else plain,
         }
@@ -361,21 +359,6 @@ def http_error(error: StreamingError, request_id: str | None = None) -> tuple[in
     }.get(error.code, (503, "SERVICE_UNAVAILABLE"))
     body = {"err_code": err_code, "err_msg": error.message, "request_id": request_id or str(uuid.uuid4())}
     return status, body
-
-
-def _message_type(text: str) -> str:
-    try:
-        message = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidMessage(f"text messages are JSON objects: {exc.msg}") from None
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise InvalidMessage('text messages are JSON objects with a "type"')
-    kind: str = message["type"]
-    return kind
-
-
-def _seconds(samples: int) -> float:
-    return round(samples / SAMPLE_RATE, 3)
 
 
 def _dump(message: dict[str, Any]) -> str:

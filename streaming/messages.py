@@ -198,6 +198,18 @@ _CONTROL: dict[str, ClientMessage] = {
 }
 
 
+def tagged_object(text: str, tag: str, what: str) -> dict[str, Any]:
+    """A text frame of another protocol: a JSON object whose ``tag`` field is a string.
+    Raises :class:`InvalidMessage` naming ``what`` the protocol's frames are."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage(f"{what} are JSON objects: {exc.msg}") from None
+    if not isinstance(value, dict) or not isinstance(value.get(tag), str):
+        raise InvalidMessage(f"{what} are JSON objects with a {tag!r}")
+    return value
+
+
 def parse_client_text(text: str) -> ClientMessage:
     """Parse one text frame from a client. Raises :class:`InvalidMessage` or :class:`InvalidAudio`."""
     try:

@@ -37,6 +37,7 @@ from streaming import events
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import Encoding, StreamConfig
 from streaming.errors import InvalidMessage, InvalidParameter, StreamingError
+from streaming.messages import tagged_object
 from streaming.session import Session
 from streaming.wire import Outgoing
 
@@ -109,11 +110,9 @@ class RealtimeAdapter:
         if not self.session.accept_frame(len(text)):
             return
         try:
-            event = json.loads(text)
-            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-                raise ValueError
-        except ValueError:
-            self._error(InvalidMessage('client events are JSON objects with a "type"'))
+            event = tagged_object(text, "type", "client events")
+        except StreamingError as exc:
+            self._error(exc)
             return
         kind = event["type"]
         try:
@@ -199,7 +198,7 @@ class RealtimeAdapter:
         if not self._appended:
             raise InvalidMessage("the input audio buffer is empty: append audio before committing")
         self._appended = False
-        at = round(self.session.received_seconds * SAMPLE_RATE)
+        at = self.session.received_samples
         item = self._items[-1] if self._items and not self._items[-1].committed else self._open_item(at)
         item.stopped_at = at
         self._commit_item(item)

@@ -309,6 +309,11 @@ class Session:
         return sum(track.waiting_samples() for track in self._tracks) / SAMPLE_RATE
 
     @property
+    def received_samples(self) -> int:
+        """Stream time taken in so far (the longest channel's), in 16 kHz samples."""
+        return self._received_samples()
+
+    @property
     def received_seconds(self) -> float:
         """Stream time taken in so far (the longest channel's), in seconds."""
         return self._received_samples() / SAMPLE_RATE

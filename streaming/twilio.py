@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from streaming.config import StreamConfig
 from streaming.errors import InvalidMessage, StreamingError, Unauthorized
+from streaming.messages import tagged_object
 from streaming.session import Session
 from streaming.wire import OwnProtocol
 
@@ -120,7 +120,7 @@ class TwilioAdapter(OwnProtocol):
         if not self.session.accept_frame(len(text)):
             return
         try:
-            self._event(_parse(text))
+            self._event(tagged_object(text, "event", "Twilio events"))
         except StreamingError as exc:
             self.session.fail(exc)
 
@@ -207,13 +207,3 @@ def _number(parent: dict[str, Any], name: str, default: int) -> int:
 
 def _text(value: object) -> str | None:
     return str(value)[:64] if isinstance(value, str | int) and value != "" else None
-
-
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        event = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidMessage(f"Twilio events are JSON objects: {exc.msg}") from None
-    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
-        raise InvalidMessage("Twilio events are JSON objects with an 'event'")
-    return event

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +94,7 @@ class StreamResult:
     messages: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     close_code: int | None = None
+    resumes: int = 0  # connections that dropped and were resumed
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -118,6 +121,45 @@ async def chunks(
         yield end, encode(block, encoding)
 
 
+class Unacked:
+    """Audio sent but not yet acknowledged by the server, to send again after a resume.
+    Bounded: ``room()`` waits while it holds ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sent = 0  # bytes sent so far: where the next chunk starts
+        self._chunks: deque[tuple[int, bytes]] = deque()  # (offset, bytes)
+        self._size = 0
+        self._freed = asyncio.Event()
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append((self.sent, data))
+        self.sent += len(data)
+        self._size += len(data)
+
+    def acked(self, upto: int) -> None:
+        """The server holds every byte before ``upto``."""
+        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= upto:
+            self._size -= len(self._chunks.popleft()[1])
+        self._freed.set()
+
+    def since(self, upto: int) -> list[bytes]:
+        """What to send again when the server holds the bytes before ``upto``."""
+        self.acked(upto)
+        return [data[max(upto - offset, 0) :] for offset, data in self._chunks if offset + len(data) > upto]
+
+    async def room(self) -> None:
+        while self._size >= self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+
+
+# Closes after which the stream is resumed: the connection failed (no close frame, a proxy or
+# server restarting). Any other close was the server's decision, and its error says why.
+RESUMABLE_CLOSES = frozenset({1001, 1005, 1006, 1011, 1012, 1014})
+RESUME_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0)  # about the server's grace
+
+
 async def stream_file(
     url: str,
     recording: Recording,
@@ -128,53 +170,159 @@ async def stream_file(
     params: dict[str, str] | None = None,
     on_message: Callable[[dict[str, Any]], None] | None = None,
     sent_at: dict[float, float] | None = None,
+    resume: bool = False,
+    max_unacked_seconds: float = 60.0,
 ) -> StreamResult:
-    """Stream ``recording``, return every message. ``sent_at`` records wall time per chunk end."""
-    import websockets
+    """Stream ``recording``, return every message. ``sent_at`` records wall time per chunk end.
 
+    With ``resume``, the stream is resumable: audio is kept until the server acknowledges it
+    (at most ``max_unacked_seconds`` of it: sending waits beyond that), and a connection that
+    drops is resumed, with what the server did not get sent again, so the stream goes on as one.
+    """
     query = {
         "encoding": encoding,
         "sample_rate": str(recording.sample_rate),
         "channels": str(recording.channels),
         **(params or {}),
     }
-    result = StreamResult()
-    started = time.monotonic()
-    async with websockets.connect(
-        # No keepalive pings: while the server slows a faster-than-real-time sender through TCP
-        # backpressure, pings wait in the same pipe and would time out.
-        f"{url}?{urllib.parse.urlencode(query)}",
-        max_size=None,
-        open_timeout=30,
-        ping_interval=None,
-    ) as ws:
+    if resume:
+        query["resumable"] = "true"
+    frame_bytes = recording.channels * {"pcm_s16le": 2, "pcm_f32le": 4}.get(encoding, 1)
+    limit = max(int(max_unacked_seconds * recording.sample_rate), 1) * frame_bytes
+    source = chunks(recording, encoding, realtime=realtime, speed=speed)
+    stream = _Stream(source, Unacked(limit), on_message=on_message, sent_at=sent_at)
+    return await stream.run(url, query, resume)
 
-        async def receive() -> None:
+
+class _Stream:
+    """One stream over one connection, or over several when it resumes."""
+
+    def __init__(
+        self,
+        source: AsyncIterator[tuple[float, bytes]],
+        unacked: Unacked,
+        *,
+        on_message: Callable[[dict[str, Any]], None] | None,
+        sent_at: dict[float, float] | None,
+    ) -> None:
+        self.result = StreamResult()
+        self.unacked = unacked
+        self._on_message = on_message
+        self._sent_at = sent_at
+        self._source = source
+        self._started = time.monotonic()
+        self._ended = False  # the source is exhausted
+        self._end_sent = False
+        self._session: tuple[str, str] | None = None  # (session id, resume token)
+        self._segments = 0
+        self._ready = asyncio.Event()
+        self._resend: list[bytes] = []
+
+    async def run(self, url: str, query: dict[str, str], resume: bool) -> StreamResult:
+        import websockets
+
+        target = f"{url}?{urllib.parse.urlencode(query)}"
+        delays = iter(RESUME_DELAYS)
+        while True:
+            self._ready.clear()
             try:
-                async for raw in ws:
-                    message = json.loads(raw)
-                    result.messages.append(message)
-                    result.arrivals.append(time.monotonic() - started)
-                    if on_message is not None:
-                        on_message(message)
-            except websockets.ConnectionClosedError:
-                pass  # the close code tells what happened
+                code = await self._connection(target)
+            except (OSError, websockets.InvalidHandshake, TimeoutError):
+                if self._session is None:
+                    raise
+                code = 1006  # the server or the network is not back yet
+            self.result.close_code = code
+            finished = self.result.final is not None or bool(self.result.errors)
+            if finished or not resume or self._session is None or code not in RESUMABLE_CLOSES:
+                return self.result
+            delay = next(delays, None)
+            if delay is None:
+                return self.result
+            await asyncio.sleep(delay)
+            session_id, token = self._session
+            resumed = {"resume": session_id, "resume_token": token, "segments": str(self._segments)}
+            target = f"{url}?{urllib.parse.urlencode(resumed)}"
 
-        receiver = asyncio.create_task(receive())
+    async def _connection(self, target: str) -> int:
+        """One connection, until it closes; its close code (1006 if it just dropped)."""
+        import websockets
+
+        async with websockets.connect(
+            # No keepalive pings: while the server slows a faster-than-real-time sender through TCP
+            # backpressure, pings wait in the same pipe and would time out.
+            target,
+            max_size=None,
+            open_timeout=30,
+            ping_interval=None,
+        ) as ws:
+            receiver = asyncio.create_task(self._receive(ws))
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await self._send(ws, receiver)
+            await receiver
+            return ws.close_code if ws.close_code is not None else 1006
+
+    async def _receive(self, ws: Any) -> None:
+        import websockets
+
         try:
-            async for end, data in chunks(recording, encoding, realtime=realtime, speed=speed):
-                if receiver.done():
-                    break
+            async for raw in ws:
+                message = json.loads(raw)
+                kind = message["type"]
+                if kind == "ack":
+                    self.unacked.acked(message["audio_bytes"])
+                    continue
+                if kind == "ready":
+                    self._ready_for(message)
+                    if "resumed" in message:  # the stream goes on: its first ready is recorded
+                        if self._on_message is not None:
+                            self._on_message(message)
+                        continue
+                elif kind == "segment":
+                    self._segments += 1
+                self.result.messages.append(message)
+                self.result.arrivals.append(time.monotonic() - self._started)
+                if self._on_message is not None:
+                    self._on_message(message)
+        except websockets.ConnectionClosedError:
+            pass  # the close code tells what happened
+
+    def _ready_for(self, message: dict[str, Any]) -> None:
+        if "resume_token" in message:
+            self._session = (message["session_id"], message["resume_token"])
+        resumed = message.get("resumed")
+        if resumed is not None:
+            self.result.resumes += 1
+            self._resend = self.unacked.since(resumed["audio_bytes"])
+            self._end_sent = resumed["ended"]
+        else:
+            self._resend = []
+        self._ready.set()
+
+    async def _send(self, ws: Any, receiver: asyncio.Task[None]) -> None:
+        if self._session is not None:  # resuming: first what the server did not get
+            ready = asyncio.ensure_future(self._ready.wait())
+            await asyncio.wait((ready, receiver), return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if receiver.done():
+                return
+            for data in self._resend:
                 await ws.send(data)
-                if sent_at is not None:
-                    sent_at[end] = time.monotonic() - started
-            if not receiver.done():
-                await ws.send(json.dumps({"type": "end"}))
-        except websockets.ConnectionClosed:
-            pass
-        await receiver
-        result.close_code = ws.close_code
-    return result
+        while not self._ended and not receiver.done():
+            if self._end_sent:
+                return
+            await self.unacked.room()
+            item = await anext(self._source, None)
+            if item is None:
+                self._ended = True
+                break
+            end, data = item
+            self.unacked.add(data)
+            await ws.send(data)
+            if self._sent_at is not None:
+                self._sent_at[end] = time.monotonic() - self._started
+        if self._ended and not self._end_sent and not receiver.done():
+            self._end_sent = True
+            await ws.send(json.dumps({"type": "end"}))
 
 
 class Printer:
@@ -187,7 +335,11 @@ class Printer:
 
     def __call__(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "partial" and self._tty:
+        if kind == "ready" and "resumed" in message:
+            self._clear()
+            at = message["resumed"]["time"]
+            self._out.write(f"(the connection dropped; resumed at {at:.2f} s, nothing lost)\n")
+        elif kind == "partial" and self._tty:
             segment = message["segment"]
             who = f"{segment['speaker']}: " if segment.get("speaker") else ""
             self._out.write("\r\033[K\033[2m" + who + segment["text"][-150:] + "\033[0m")
@@ -225,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         "--multichannel", action="store_true", help="one speaker per channel (call recordings), not a downmix"
     )
     parser.add_argument("--speakers", default=None, help="names of the channels' speakers: agent,customer")
+    parser.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="do not resume a dropped connection (by default the stream is resumable: audio is "
+        "kept until the server acknowledges it, and a dropped connection picks up where it was)",
+    )
     parser.add_argument("--out", type=Path, help="write the final JSON here")
     parser.add_argument("--srt", type=Path, help="write the captions as SubRip here")
     parser.add_argument("--vtt", type=Path, help="write the captions as WebVTT here")
@@ -261,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 realtime=args.realtime,
                 params=params,
                 on_message=printer,
+                resume=not args.no_resume,
             )
         )
     except OSError as exc:

@@ -164,11 +164,12 @@ def _is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-_TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
+_TOKEN = re.compile(r"([?&](?:resume_)?token=)[^&\s\"]*")
 
 
 class RedactTokens(logging.Filter):
-    """Blanks ``token=`` query values in log lines (uvicorn's access log prints whole paths)."""
+    """Blanks ``token=`` and ``resume_token=`` query values in log lines (uvicorn's access log
+    prints whole paths)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

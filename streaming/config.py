@@ -167,6 +167,11 @@ class Config:
     drain_timeout: float = _opt(
         30.0, "on SIGTERM, seconds open streams may go on before they are ended with a final"
     )
+    resume_grace: float = _opt(
+        30.0,
+        "seconds a resumable stream (resumable=true) whose connection dropped is kept, still "
+        "transcribing, for its client to resume it; it counts against max_sessions meanwhile",
+    )
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -202,6 +207,7 @@ class Config:
             (self.max_unsent_messages >= 1, "max_unsent_messages must be >= 1"),
             (self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024"),
             (self.drain_timeout >= 0, "drain_timeout must be >= 0"),
+            (self.resume_grace >= 0, "resume_grace must be >= 0"),
         ]
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
@@ -246,6 +252,9 @@ class StreamConfig:
     # One speaker per channel (call-center feeds): each channel is transcribed on its own.
     multichannel: bool = False
     speakers: tuple[str, ...] = ()
+    # The client resumes a dropped connection: the server acknowledges audio and keeps the
+    # session for a while when its connection drops (streaming.resume).
+    resumable: bool = False
 
     @property
     def speaker_labels(self) -> tuple[str, ...]:
@@ -273,6 +282,7 @@ STREAM_PARAMETERS = (
     "hotwords",
     "multichannel",
     "speakers",
+    "resumable",
 )
 MAX_SPEAKER_LABEL = 40
 MAX_CHANNELS = 8
@@ -357,15 +367,14 @@ def parse_stream_config(
             raise InvalidParameter(f"language {language!r} is not known to this model")
         else:
             values["language"] = language
-    if "interim_results" in query:
-        values["interim_results"] = _parse_bool("interim_results", query["interim_results"])
+    for name in ("interim_results", "multichannel", "resumable"):
+        if name in query:
+            values[name] = _parse_bool(name, query[name])
     for name in ("prompt", "hotwords"):
         if name in query:
             if len(query[name]) > MAX_TEXT_PARAMETER:
                 raise InvalidParameter(f"{name} must be at most {MAX_TEXT_PARAMETER} characters")
             values[name] = query[name]
-    if "multichannel" in query:
-        values["multichannel"] = _parse_bool("multichannel", query["multichannel"])
     if "speakers" in query:
         values["speakers"] = _parse_speakers(query["speakers"])
     channels = values.get("channels", 1)

@@ -18,6 +18,7 @@
     ├── BodyTooLarge                     body_too_large       (HTTP 413) POST /predict only
     ├── Unauthorized                     unauthorized         1008  (HTTP 401) no or wrong API key
     ├── OriginNotAllowed                 origin_not_allowed   1008  (HTTP 403) page not in allowed_origins
+    ├── ResumeFailed                     resume_failed        1008  unknown, expired or foreign resume
     └── InternalError                    internal_error       1011
 
 Only :mod:`streaming.transport` turns one into an ``error`` message and a close; the session
@@ -123,6 +124,14 @@ class OriginNotAllowed(StreamingError):
     """A web page whose origin is not in ``allowed_origins`` (HTTP 403 at the handshake)."""
 
     code = "origin_not_allowed"
+    close_code = 1008
+
+
+class ResumeFailed(StreamingError):
+    """A resume names no stream kept here: unknown, ended, expired, or its token is wrong
+    (one answer for all, so that it tells nothing of other clients' streams)."""
+
+    code = "resume_failed"
     close_code = 1008
 
 

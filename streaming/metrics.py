@@ -103,6 +103,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.resumes = Counter(
+            "streaming_resumes",
+            "dropped resumable streams: resumed on a new connection, or expired (not resumed "
+            "within resume_grace); a refused resume counts in streaming_refused_total",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def stream_closed(self, eager_used: int, eager_discarded: int) -> None:
         self._eager["used"] += eager_used
         self._eager["discarded"] += eager_discarded

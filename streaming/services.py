@@ -24,7 +24,7 @@ from streaming.models import resolve_model
 from streaming.scheduler import Scheduler
 from streaming.session import Session
 from streaming.settings import SessionSettings
-from streaming.transport import refuse
+from streaming.transport import StreamConnection, refuse
 from streaming.vad import Scorer, Segmenter, VadParams
 
 logger = logging.getLogger(__name__)
@@ -45,17 +45,22 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.sessions: set[str] = set()
+        # Resumable streams by session id, while they run (with or without a socket).
+        self.resumable: dict[str, StreamConnection] = {}
         self.draining = False
         self.stop = asyncio.Event()  # set: open streams end now
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def opened(self, session_id: str) -> None:
+    def opened(self, session_id: str, resumable: StreamConnection | None = None) -> None:
         self.sessions.add(session_id)
+        if resumable is not None:
+            self.resumable[session_id] = resumable
         self._idle.clear()
 
     def closed(self, session_id: str) -> None:
         self.sessions.discard(session_id)
+        self.resumable.pop(session_id, None)
         if not self.sessions:
             self._idle.set()
 

@@ -104,6 +104,7 @@ class Session:
         self._flushing = False  # a finalize waits for its decodes
         self._transcripts: list[Transcript] = []
         self._model_seconds = 0.0
+        self._received_bytes = 0
         self._max_samples = round(settings.max_session_seconds * SAMPLE_RATE)
         self._max_buffered = round(settings.max_buffered_seconds * SAMPLE_RATE)
         self._outbox.append(events.Ready(session_id, self._effective_config()))
@@ -319,6 +320,11 @@ class Session:
         return self._received_samples() / SAMPLE_RATE
 
     @property
+    def received_bytes(self) -> int:
+        """Audio taken in so far, in bytes of the stream's declared encoding, as sent."""
+        return self._received_bytes
+
+    @property
     def track_stats(self) -> list[TrackStats]:
         """Per channel: commits by agreement and by the time bound, eager finals used and not."""
         return [track.stats for track in self._tracks]
@@ -327,6 +333,7 @@ class Session:
 
     def _take_audio(self, data: bytes) -> None:
         self._last_activity = self._clock.now()
+        self._received_bytes += len(data)
         try:
             samples = self._decoder.decode(data)
         except StreamingError as exc:

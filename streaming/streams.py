@@ -14,9 +14,10 @@ from starlette.websockets import WebSocket
 from streaming import deepgram, realtime
 from streaming.auth import deny
 from streaming.config import StreamConfig, parse_stream_config
-from streaming.errors import InvalidParameter, NotReady, StreamingError
+from streaming.errors import InvalidParameter, NotReady, ResumeFailed, StreamingError
+from streaming.resume import UNKNOWN, ResumableProtocol, ResumeRequest
 from streaming.services import MODEL_LOADING, Refusal, Services, services
-from streaming.transport import StreamConnection, refuse
+from streaming.transport import StreamConnection, refuse, refuse_accepted
 from streaming.twilio import TwilioAdapter, twilio_stream_config
 from streaming.wire import OwnProtocol, Wire
 
@@ -25,13 +26,17 @@ logger = logging.getLogger(__name__)
 
 async def stream_endpoint(websocket: WebSocket) -> None:
     found = services(websocket)
+    query = dict(websocket.query_params)
+    if "resume" in query:
+        await resume_stream(websocket, found, query)
+        return
     if not found.ready:
         await found.refuse(websocket, NotReady(MODEL_LOADING))
         return
     assert found.engine is not None
     try:
         stream = parse_stream_config(
-            dict(websocket.query_params),
+            query,
             multilingual=found.engine.multilingual,
             languages=found.engine.languages,
             max_speakers=found.config.max_speakers,
@@ -40,7 +45,36 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         await found.refuse(websocket, exc)
         return
 
-    await serve(websocket, found, lambda: OwnProtocol(found.new_session(stream)))
+    def new_wire() -> Wire:
+        session = found.new_session(stream)
+        if stream.resumable:
+            return ResumableProtocol(session, journal_limit=found.config.max_unsent_messages)
+        return OwnProtocol(session)
+
+    await serve(websocket, found, new_wire)
+
+
+async def resume_stream(websocket: WebSocket, found: Services, query: dict[str, str]) -> None:
+    """A client reconnects to its dropped stream: the stream goes on on this socket. It is
+    already counted against ``max_sessions``, so it is taken whether or not the server is full
+    or draining."""
+    try:
+        request = ResumeRequest.parse(query)
+        connection = found.lifecycle.resumable.get(request.session_id)
+        if connection is None:
+            raise ResumeFailed(UNKNOWN)
+        wire = connection.wire
+        assert isinstance(wire, ResumableProtocol)
+        wire.check(request.token)
+    except (InvalidParameter, ResumeFailed) as exc:
+        await found.refuse(websocket, exc)
+        return
+    await websocket.accept()
+    found.metrics.resumes.labels("resumed").inc()
+    try:
+        await connection.resume(websocket, request.segments)
+    except ResumeFailed as exc:  # it ended while this client reconnected
+        await refuse_accepted(websocket, exc)
 
 
 async def twilio_endpoint(websocket: WebSocket) -> None:
@@ -178,17 +212,20 @@ async def serve(
         return
     wire = new_wire()
     session = wire.session
-    lifecycle.opened(session.id)
+    connection = StreamConnection(
+        session, found.scheduler, found.clock, stop=lifecycle.stop, wire=wire, grace=found.config.resume_grace
+    )
+    lifecycle.opened(session.id, connection if isinstance(wire, ResumableProtocol) else None)
     try:
         # Which protocol it speaks, for whoever reads the logs of a failing session.
         logger.info("session %s opened on %s: %s", session.id, websocket.url.path, session.stream)
         await websocket.accept(subprotocol)
-        await StreamConnection(
-            websocket, session, found.scheduler, found.clock, stop=lifecycle.stop, wire=wire
-        ).run()
+        await connection.run(websocket)
     finally:
         lifecycle.closed(session.id)
         error = session.error.code if session.error else ""
         found.metrics.closed.labels(str(session.close_code or 1006), error).inc()
+        if connection.expired:
+            found.metrics.resumes.labels("expired").inc()
         stats = session.track_stats
         found.metrics.stream_closed(sum(t.eager_used for t in stats), sum(t.eager_discarded for t in stats))

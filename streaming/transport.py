@@ -6,17 +6,24 @@ hands the session's decode jobs to the :class:`~streaming.scheduler.Scheduler`, 
 results back, sends the frames the wire renders from the session's events, and closes with
 the wire's close code.
 
-Per connection: one reader task, one writer task, and this handler's loop, which owns the
-session. The reader stops reading while ``MAX_QUEUED_FRAMES`` frames wait, or while more than
-half of ``max_buffered_seconds`` of closed utterances wait for the model: a client that sends
-faster than the model transcribes is slowed down through TCP instead of losing audio. Decode
-results come back as done-callbacks on the same event loop.
+Per socket: one reader task and one writer task; per stream, the loop of the handler that
+opened it, which owns the session. The reader stops reading while ``MAX_QUEUED_FRAMES``
+frames wait, or while more than half of ``max_buffered_seconds`` of closed utterances wait for
+the model: a client that sends faster than the model transcribes is slowed down through TCP
+instead of losing audio. Decode results come back as done-callbacks on the same event loop.
 
 The writer sends the session's messages from a bounded :class:`Outbox`, so the session never
 waits on a client that does not read: an unsent partial is replaced by a newer one, and when
 more than ``max_unsent_messages`` wait, the stream ends with ``slow_consumer`` (what was
 received is still transcribed and its ``final`` queued; the close follows once the writer has
 sent it, or after ``CLOSE_GRACE`` seconds).
+
+A resumable stream (:mod:`streaming.resume`) outlives its socket. When the socket drops, the
+loop goes on without one for ``grace`` seconds: decodes finish, and the wire's journal keeps
+what they produce. A client that resumes hands the loop a new :class:`Link` (the socket and
+its outbox, reader and writer), which starts with the wire's replay; a socket still carrying
+the stream then is closed with 1008 ``resumed_elsewhere``. If nobody resumes in time, or the
+server is stopping, the session ends as if its client had disconnected.
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from streaming import messages
 from streaming.clock import Clock
 from streaming.driver import settle
-from streaming.errors import InternalError, StreamingError
+from streaming.errors import InternalError, ResumeFailed, StreamingError
 from streaming.jobs import Job
+from streaming.resume import UNKNOWN, ResumableProtocol
 from streaming.scheduler import PartialResult, Scheduler, SchedulerStopped
 from streaming.session import Phase, Session
 from streaming.wire import Outgoing, OwnProtocol, Wire
@@ -54,6 +62,7 @@ class Outbox:
         self.limit = limit
         self._items: deque[Outgoing] = deque()
         self._changed = asyncio.Event()
+        self._abandoned = False  # its socket is gone: nothing more will be sent
 
     def __len__(self) -> int:
         return len(self._items)
@@ -67,30 +76,60 @@ class Outbox:
         self._changed.set()
         return len(self._items) <= self.limit
 
-    async def get(self) -> str:
+    async def get(self) -> Outgoing:
         while not self._items:
             self._changed.clear()
             await self._changed.wait()
-        return self._items[0].text
+        return self._items[0]
 
     def sent(self) -> None:
         self._items.popleft()
         self._changed.set()
 
+    def abandon(self) -> None:
+        self._abandoned = True
+        self._changed.set()
+
     async def drained(self) -> None:
-        while self._items:
+        """Returns once every frame is sent, or the socket is gone."""
+        while self._items and not self._abandoned:
             self._changed.clear()
             await self._changed.wait()
 
 
+class Link:
+    """One websocket carrying a stream: a stream that resumes has several, one after another."""
+
+    def __init__(self, websocket: WebSocket, outbox: Outbox) -> None:
+        self.ws = websocket
+        self.outbox = outbox
+        self.frame_slots = asyncio.Semaphore(MAX_QUEUED_FRAMES)
+        self.connected = True
+        self.tasks: list[asyncio.Task[None]] = []
+        # Set when this socket's part is over (the stream closed it, it dropped, or a resume
+        # took the stream over); ``refused`` says why a resume that never started was turned down.
+        self.ended = asyncio.Event()
+        self.refused: StreamingError | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class _Frame:
+    link: Link
     data: bytes | str
 
 
 @dataclass(frozen=True, slots=True)
 class _Disconnected:
+    link: Link
     code: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Attach:
+    """A client resumed the stream on a new socket."""
+
+    link: Link
+    segments: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,73 +143,99 @@ class _Result:
     future: asyncio.Future[PartialResult]
 
 
-_Event = _Frame | _Disconnected | _Result | _Stop
+_Event = _Frame | _Disconnected | _Attach | _Result | _Stop
 
 
 async def refuse(websocket: WebSocket, exc: StreamingError) -> None:
     """Accept, say why in an ``error`` message, and close: before any audio is taken."""
     logger.info("refused stream: %s: %s", exc.code, exc.message)
     await websocket.accept()
+    await refuse_accepted(websocket, exc)
+
+
+async def refuse_accepted(websocket: WebSocket, exc: StreamingError) -> None:
+    """Say why in an ``error`` message, and close."""
     await websocket.send_text(json.dumps(messages.error(exc)))
     await websocket.close(code=exc.close_code, reason=exc.code)
 
 
 class StreamConnection:
-    """Runs one session over one accepted websocket."""
+    """Runs one session over the websockets that carry it: one, or, for a resumable stream,
+    one after another (:meth:`resume`), with a grace period between them."""
 
     def __init__(
         self,
-        websocket: WebSocket,
         session: Session,
         scheduler: Scheduler,
         clock: Clock,
         *,
         stop: asyncio.Event | None = None,
         wire: Wire | None = None,
+        grace: float = 0.0,
     ) -> None:
         self._stop = stop or asyncio.Event()  # set when the server drains: end the stream
-        self._ws = websocket
         self._session = session
         self._wire: Wire = wire or OwnProtocol(session)
+        # Only a resumable stream outlives its socket, and only while the server is not stopping.
+        self._grace = grace if isinstance(self._wire, ResumableProtocol) else 0.0
         self._scheduler = scheduler
         self._clock = clock
         self._inbox: asyncio.Queue[_Event] = asyncio.Queue()
-        self._frame_slots = asyncio.Semaphore(MAX_QUEUED_FRAMES)
         # Backpressure: stop reading while this much audio waits for the model.
         self._high_water = session.settings.max_buffered_seconds / 2
         self._low_water = self._high_water / 2
         self._may_read = asyncio.Event()
         self._may_read.set()
         self._pending: set[asyncio.Future[PartialResult]] = set()
-        self._outbox = Outbox(session.settings.max_unsent_messages)
-        self._connected = True
+        self._link: Link | None = None
+        self._dropped_at: float | None = None  # when the last socket dropped, while none carries it
+        self._segments_written = 0  # the number of the last ``segment`` frame written
+        self._finished = False
+        self._retiring: set[asyncio.Task[None]] = set()
         self._close_frame: tuple[int, str] | None = None  # the close this side sent
+        self.expired = False  # dropped, and not resumed within the grace
 
-    async def run(self) -> None:
+    @property
+    def wire(self) -> Wire:
+        return self._wire
+
+    async def run(self, websocket: WebSocket) -> None:
+        """Run the session on its first socket until it is closed (or dropped for good)."""
         session = self._session
-        reader = asyncio.create_task(self._read(), name=f"read-{session.id}")
-        writer = asyncio.create_task(self._write(), name=f"write-{session.id}")
         stopper = asyncio.create_task(self._watch_stop(), name=f"stop-{session.id}")
+        self._link = Link(websocket, Outbox(session.settings.max_unsent_messages))
+        self._start(self._link)
         try:
             self._flush()
-            while session.phase is not Phase.CLOSED:
+            while True:
+                if session.phase is Phase.CLOSED:
+                    # Its final is delivered, or kept for a resume while the grace lasts.
+                    if self._link is not None and await self._close(self._link):
+                        break
+                    if self._link is None and not self._keeping():
+                        break
                 event = await self._next_event()
                 if event is None:
-                    session.tick()
+                    if self._grace_over():
+                        self._give_up(expired=True)
+                    else:
+                        session.tick()
                 else:
                     self._handle(event)
                 self._flush()
-            if self._connected:
-                await self._close(writer)
         except WebSocketDisconnect:
             session.client_gone()
         except Exception:
             logger.exception("session %s failed", session.id)
-            writer.cancel()
             await self._abort()
             raise
         finally:
-            tasks = (reader, writer, stopper)
+            self._finished = True
+            self._refuse_waiting()
+            tasks = [stopper, *self._retiring]
+            if self._link is not None:
+                tasks += self._link.tasks
+                self._link.ended.set()
             for task in tasks:
                 task.cancel()
             for future in self._pending:
@@ -181,79 +246,187 @@ class StreamConnection:
         else:
             logger.info("session %s ended without a close frame (%s)", session.id, session.close_code)
 
-    async def _close(self, writer: asyncio.Task[None]) -> None:
-        """Send what is queued (within the grace a slow reader gets), then close."""
+    async def resume(self, websocket: WebSocket, segments: int | None) -> None:
+        """Carry the stream on ``websocket`` (accepted) from now on, until it closes or drops.
+        Raises :class:`ResumeFailed` if the stream ended before it could be handed over."""
+        if self._finished:
+            raise ResumeFailed(UNKNOWN)
+        link = Link(websocket, Outbox(self._session.settings.max_unsent_messages))
+        self._inbox.put_nowait(_Attach(link, segments))
+        await link.ended.wait()
+        if link.refused is not None:
+            raise link.refused
+
+    def _start(self, link: Link) -> None:
+        name = self._session.id
+        link.tasks = [
+            asyncio.create_task(self._read(link), name=f"read-{name}"),
+            asyncio.create_task(self._write(link), name=f"write-{name}"),
+        ]
+
+    def _keeping(self) -> bool:
+        """Is a stream without a socket kept for its client to resume?"""
+        return self._grace > 0 and not self._stop.is_set() and not self._grace_over()
+
+    def _grace_deadline(self) -> float | None:
+        return None if self._dropped_at is None else self._dropped_at + self._grace
+
+    def _grace_over(self) -> bool:
+        return self._dropped_at is not None and self._clock.now() >= self._dropped_at + self._grace
+
+    def _give_up(self, *, expired: bool) -> None:
+        """Nobody resumed the stream in time (or the server is going away): stop its work."""
+        session = self._session
+        if expired:
+            logger.info("session %s: not resumed within %g s; ended", session.id, self._grace)
+        self.expired = expired
+        self._dropped_at = None
+        self._grace = 0.0
+        session.client_gone()
+
+    def _drop(self, link: Link, code: int) -> None:
+        """The socket carrying the stream is gone."""
+        session = self._session
+        link.connected = False
+        self._retire(link)
+        self._link = None
+        self._dropped_at = None
+        if self._keeping():
+            self._dropped_at = self._clock.now()
+            logger.info(
+                "session %s: connection lost (%d); kept %g s for a resume", session.id, code, self._grace
+            )
+            return
+        logger.info("session %s: client disconnected (%d)", session.id, code)
+        session.client_gone()
+
+    def _attach(self, link: Link, segments: int | None) -> None:
+        """A resume: the stream goes on on ``link``; a socket still carrying it is closed."""
+        session = self._session
+        old = self._link
+        if old is not None:
+            logger.info("session %s: resumed on a new connection; closing the old one", session.id)
+            self._retire(old, (1008, "resumed_elsewhere"))
+        assert isinstance(self._wire, ResumableProtocol)
+        seen = self._segments_written if segments is None else segments
+        for frame in self._wire.replay(seen):
+            link.outbox.put(frame)
+        self._segments_written = min(self._segments_written, seen)
+        self._link = link
+        self._dropped_at = None
+        logger.info("session %s: resumed at %.3f s of audio", session.id, session.received_seconds)
+        self._start(link)
+
+    def _retire(self, link: Link, close: tuple[int, str] | None = None) -> None:
+        """Stop using ``link``; close its socket with ``close`` if it may still be open."""
+        for task in link.tasks:
+            task.cancel()
+        link.ended.set()
+        if close is not None and link.connected:
+            link.connected = False
+            task = asyncio.create_task(self._close_socket(link.ws, *close))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _close_socket(websocket: WebSocket, code: int, reason: str) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+            await asyncio.wait_for(websocket.close(code=code, reason=reason), CLOSE_GRACE)
+
+    def _refuse_waiting(self) -> None:
+        """Resumes that came too late to be handed the stream are told so."""
+        while not self._inbox.empty():
+            event = self._inbox.get_nowait()
+            if isinstance(event, _Attach):
+                event.link.refused = ResumeFailed(UNKNOWN)
+                event.link.ended.set()
+
+    async def _close(self, link: Link) -> bool:
+        """Send what is queued (within the grace a slow reader gets), then close. False if the
+        socket dropped first and the stream is kept for a resume."""
         session = self._session
         try:
-            await asyncio.wait_for(self._outbox.drained(), CLOSE_GRACE)
+            await asyncio.wait_for(link.outbox.drained(), CLOSE_GRACE)
         except TimeoutError:
             logger.info(
                 "session %s: %d messages unread after %g s; closing",
                 session.id,
-                len(self._outbox),
+                len(link.outbox),
                 CLOSE_GRACE,
             )
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
-        if not self._connected:
-            return
-        code, reason = self._wire.close_frame()
-        self._close_frame = (code, reason)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ws.close(code=code, reason=reason), CLOSE_GRACE)
+        if not link.connected and self._keeping():
+            self._drop(link, 1006)
+            return False
+        for task in link.tasks:
+            task.cancel()
+        if link.connected:
+            code, reason = self._wire.close_frame()
+            self._close_frame = (code, reason)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.ws.close(code=code, reason=reason), CLOSE_GRACE)
+        link.ended.set()  # only now: the handler that waits for it would close the socket itself
+        return True
 
-    async def _write(self) -> None:
+    async def _write(self, link: Link) -> None:
         while True:
-            text = await self._outbox.get()
+            frame = await link.outbox.get()
             try:
-                await self._ws.send_text(text)
+                await link.ws.send_text(frame.text)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 # The client is gone; the reader reports the disconnect.
-                self._connected = False
-                self._inbox.put_nowait(_Disconnected(1006))
+                link.connected = False
+                link.outbox.abandon()
+                self._inbox.put_nowait(_Disconnected(link, 1006))
                 return
-            self._outbox.sent()
+            if frame.segment is not None:
+                self._segments_written = frame.segment
+            link.outbox.sent()
 
     async def _abort(self) -> None:
-        if not self._connected:
+        link = self._link
+        if link is None or not link.connected:
             return
         error = InternalError("the server failed while handling this stream; please retry")
         try:
-            await self._ws.send_text(self._wire.failure_frame(error).text)
-            await self._ws.close(code=error.close_code, reason=error.code)
+            await link.ws.send_text(self._wire.failure_frame(error).text)
+            await link.ws.close(code=error.close_code, reason=error.code)
         except (WebSocketDisconnect, RuntimeError):
             pass
 
-    async def _read(self) -> None:
+    async def _read(self, link: Link) -> None:
         while True:
-            await self._frame_slots.acquire()
+            await link.frame_slots.acquire()
             await self._may_read.wait()
-            message = await self._ws.receive()
+            message = await link.ws.receive()
             if message["type"] == "websocket.disconnect":
-                self._inbox.put_nowait(_Disconnected(int(message.get("code", 1005))))
+                link.outbox.abandon()
+                self._inbox.put_nowait(_Disconnected(link, int(message.get("code", 1005))))
                 return
             data = message.get("bytes")
-            self._inbox.put_nowait(_Frame(data if data is not None else message.get("text", "")))
+            self._inbox.put_nowait(_Frame(link, data if data is not None else message.get("text", "")))
 
     async def _watch_stop(self) -> None:
         await self._stop.wait()
         self._inbox.put_nowait(_Stop())
 
     async def _next_event(self) -> _Event | None:
-        """The next input, or None when the session's deadline comes first."""
-        deadline = self._session.next_deadline()
-        if deadline is None:
+        """The next input, or None when the session's deadline (or the grace) comes first."""
+        deadlines = [d for d in (self._session.next_deadline(), self._grace_deadline()) if d is not None]
+        if not deadlines:
             return await self._inbox.get()
         try:
-            return await asyncio.wait_for(self._inbox.get(), timeout=max(deadline - self._clock.now(), 0.0))
+            timeout = max(min(deadlines) - self._clock.now(), 0.0)
+            return await asyncio.wait_for(self._inbox.get(), timeout=timeout)
         except TimeoutError:
             return None
 
     def _handle(self, event: _Event) -> None:
         session = self._session
         match event:
-            case _Frame(data):
-                self._frame_slots.release()
+            case _Frame(link, data):
+                link.frame_slots.release()
+                if link is not self._link:
+                    return  # in flight from a socket a resume replaced
                 if isinstance(data, bytes):
                     self._wire.receive_bytes(data)
                 else:
@@ -267,10 +440,13 @@ class StreamConnection:
                 settle(session, job, exc if exc is not None else future.result(), reason)
             case _Stop():
                 session.going_away()
-            case _Disconnected(code):
-                logger.info("session %s: client disconnected (%d)", session.id, code)
-                self._connected = False
-                session.client_gone()
+                if self._link is None and self._dropped_at is not None:
+                    self._give_up(expired=False)  # nobody can resume on a server that is going away
+            case _Disconnected(link, code):
+                if link is self._link:
+                    self._drop(link, code)
+            case _Attach(link, segments):
+                self._attach(link, segments)
 
     def _flush(self) -> None:
         session = self._session
@@ -283,16 +459,17 @@ class StreamConnection:
             elif waiting < self._low_water:
                 self._may_read.set()
             out = self._wire.messages_to_send()
-            if not self._connected:
-                return
+            link = self._link
+            if link is None or not link.connected:
+                return  # a resumable stream's journal keeps what a resume must replay
             overflow = False
             for frame in out:
-                overflow |= not self._outbox.put(frame)
+                overflow |= not link.outbox.put(frame)
             if not overflow:
                 return
             # The client does not read: end the stream; its error and final are queued past the
             # limit, and the loop goes round for the jobs and messages that follow.
-            session.slow_consumer(self._outbox.limit)
+            session.slow_consumer(link.outbox.limit)
 
     def _submit(self, jobs: list[Job]) -> None:
         session = self._session

@@ -25,6 +25,9 @@ class Outgoing:
     # While it waits to be sent, a newer frame with the same key replaces it: a stale partial
     # is worth nothing once a fresher one exists.
     replaces: str | None = None
+    # The number of a ``segment`` frame in its stream (1, 2, ...): the transport counts those it
+    # wrote, so that a resumed stream replays only what the client may have missed.
+    segment: int | None = None
 
 
 class Wire(Protocol):

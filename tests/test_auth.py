@@ -141,15 +141,23 @@ def test_keys_never_reach_the_servers_log(client: TestClient, caplog: pytest.Log
         assert secret not in text
 
 
-def test_the_access_log_blanks_tokens() -> None:
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/v1/stream?language=en&token=key-one&x=1", "/v1/stream?language=en&token=[redacted]&x=1"),
+        (
+            "/v1/stream?resume=ab12&resume_token=tok-1&token=key-one",
+            "/v1/stream?resume=ab12&resume_token=[redacted]&token=[redacted]",
+        ),
+    ],
+)
+def test_the_access_log_blanks_keys_and_resume_tokens(path: str, logged: str) -> None:
     record = logging.LogRecord(
         "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', None, None
     )
-    record.args = ("127.0.0.1:5000", "GET", "/v1/stream?language=en&token=key-one&x=1", "1.1", 101)
+    record.args = ("127.0.0.1:5000", "GET", path, "1.1", 101)
     RedactTokens().filter(record)
-    assert record.getMessage() == (
-        '127.0.0.1:5000 - "GET /v1/stream?language=en&token=[redacted]&x=1 HTTP/1.1" 101'
-    )
+    assert record.getMessage() == f'127.0.0.1:5000 - "GET {logged} HTTP/1.1" 101'
 
 
 def test_an_unreadable_key_file_stops_the_start(tmp_path: Path) -> None:

@@ -65,8 +65,8 @@ async def test_a_client_gone_mid_utterance_leaves_no_task_or_buffer() -> None:
     scheduler = Scheduler(ScriptedEngine(), batch_size=4, partial_max_age=1.0)
     scheduler.start()
     try:
-        connection = StreamConnection(VanishingSocket(cut), session, scheduler, clock)  # type: ignore[arg-type]
-        await asyncio.wait_for(connection.run(), timeout=10)
+        connection = StreamConnection(session, scheduler, clock)
+        await asyncio.wait_for(connection.run(VanishingSocket(cut)), timeout=10)  # type: ignore[arg-type]
     finally:
         await scheduler.stop()
     assert session.phase is Phase.CLOSED
@@ -115,10 +115,10 @@ async def run_stalled(reads_before_stall: int, resume_after: float | None) -> tu
     scheduler = Scheduler(ScriptedEngine(), batch_size=4, partial_max_age=1.0)
     scheduler.start()
     try:
-        connection = StreamConnection(socket, session, scheduler, clock)  # type: ignore[arg-type]
+        connection = StreamConnection(session, scheduler, clock)
         if resume_after is not None:
             asyncio.get_running_loop().call_later(resume_after, socket.resume.set)
-        await asyncio.wait_for(connection.run(), timeout=10)
+        await asyncio.wait_for(connection.run(socket), timeout=10)  # type: ignore[arg-type]
     finally:
         await scheduler.stop()
     return socket, session

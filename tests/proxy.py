@@ -1,0 +1,93 @@
+"""A real TCP proxy on loopback that cuts its connections on demand, as a flaky network does.
+
+Every byte between a client and the server goes through it. :meth:`CuttingProxy.cut` resets
+every connection at once (TCP RST both ways), dropping what is in flight: the bytes the
+proxy holds, and the halves of frames it has forwarded only in part (it forwards each chunk
+in two writes, with a turn of the event loop between them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class CuttingProxy:
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1") -> None:
+        self._upstream = (host, upstream_port)
+        self._host = host
+        self._server: asyncio.Server | None = None
+        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+        self.connections = 0
+        self.cuts = 0
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._accept, self._host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut(count=False)
+        if self._tasks:  # each ends once its sockets are reset
+            await asyncio.wait(list(self._tasks), timeout=5)
+        await self._server.wait_closed()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._pairs)
+
+    def cut(self, *, count: bool = True) -> None:
+        """Reset every connection now; what is in flight is lost."""
+        if count and self._pairs:
+            self.cuts += 1
+        for client, upstream in list(self._pairs):
+            for writer in (client, upstream):
+                writer.transport.abort()
+        self._pairs.clear()
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._upstream)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self.connections += 1
+        pair = (client_writer, upstream_writer)
+        self._pairs.add(pair)
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        try:
+            await asyncio.gather(
+                self._pump(client_reader, upstream_writer, pair),
+                self._pump(upstream_reader, client_writer, pair),
+            )
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._pairs.discard(pair)
+            for writer in pair:
+                writer.transport.abort()
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while pair in self._pairs:
+                data = await reader.read(65536)
+                if not data:
+                    writer.write_eof() if writer.can_write_eof() else None
+                    return
+                half = len(data) // 2
+                writer.write(data[:half])
+                await asyncio.sleep(0)  # a cut here leaves half a frame on the wire
+                if pair not in self._pairs:
+                    return
+                writer.write(data[half:])
+                await writer.drain()

@@ -1,0 +1,165 @@
+"""Resumable streams for real: the real service and model, the Python client, and a real TCP
+proxy on loopback that cuts the connection at random points and drops what is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from clients.stream import Recording, StreamResult, read_audio, stream_file
+from tests.conftest import RunningServer, running_server
+from tests.proxy import CuttingProxy
+from tests.schema import validate_message
+
+
+@pytest.fixture(scope="module")
+def speech(data_dir: Path) -> Recording:
+    """The first 30 s of the 5-minute LJ Speech file: nine sentences, short pauses."""
+    whole = read_audio(data_dir / "long/ljspeech_5min.flac")
+    return Recording(whole.samples[: whole.sample_rate * 30], whole.sample_rate)
+
+
+async def cut_while_streaming(
+    server: RunningServer, speech: Recording, params: dict[str, str], cuts: int, seed: int
+) -> tuple[StreamResult, CuttingProxy]:
+    async with CuttingProxy(server.port) as proxy:
+        rng = random.Random(seed)
+
+        async def cutter() -> None:
+            for _ in range(cuts):
+                await asyncio.sleep(rng.uniform(0.6, 2.0))
+                proxy.cut()
+
+        cutting = asyncio.create_task(cutter())
+        url = f"ws://127.0.0.1:{proxy.port}/v1/stream"
+        result = await stream_file(url, speech, realtime=True, speed=3.0, params=params, resume=True)
+        await cutting
+    return result, proxy
+
+
+def metric(server: RunningServer, line_start: str) -> float:
+    with urllib.request.urlopen(f"{server.http_url}/metrics") as response:
+        text = response.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def segment_texts(result: StreamResult) -> str:
+    return " ".join(m["segment"]["text"] for m in result.messages if m["type"] == "segment")
+
+
+def test_a_stream_cut_again_and_again_transcribes_word_for_word_as_one_never_cut(
+    server: RunningServer, speech: Recording
+) -> None:
+    """Without partials a stream's words depend on its audio alone (with partials they also
+    depend on when each partial was decoded, and two uncut runs differ): so the cut stream
+    must give exactly the uncut stream's words."""
+    params = {"interim_results": "false"}
+    resumed_before = metric(server, 'streaming_resumes_total{outcome="resumed"}')
+    uncut = asyncio.run(
+        stream_file(server.ws_url, speech, realtime=True, speed=3.0, params=params, resume=True)
+    )
+    cut, proxy = asyncio.run(cut_while_streaming(server, speech, params, cuts=4, seed=7))
+    assert proxy.cuts == 4
+    assert cut.resumes == 4
+    assert cut.errors == []
+    assert cut.close_code == 1000
+    assert uncut.final is not None
+    assert cut.final is not None
+    assert cut.final["transcription"] == uncut.final["transcription"]
+    words = [(w["word"], w["start"], w["end"]) for w in cut.final["response"]["word_segments"]]
+    assert words == [(w["word"], w["start"], w["end"]) for w in uncut.final["response"]["word_segments"]]
+    for message in cut.messages:
+        validate_message(message)
+    # Each segment reached the client once: none lost in flight, none sent twice.
+    assert segment_texts(cut) == cut.final["transcription"]
+    assert metric(server, 'streaming_resumes_total{outcome="resumed"}') - resumed_before == 4
+
+
+def test_with_partials_a_cut_stream_loses_no_segment_and_repeats_none(
+    server: RunningServer, speech: Recording
+) -> None:
+    cut, proxy = asyncio.run(cut_while_streaming(server, speech, {}, cuts=3, seed=11))
+    assert cut.resumes == proxy.cuts == 3
+    assert cut.final is not None
+    assert cut.errors == []
+    assert segment_texts(cut) == cut.final["transcription"]
+    assert any(m["type"] == "partial" for m in cut.messages)
+
+
+async def handshake(url: str) -> tuple[list[dict[str, Any]], int | None]:
+    received = []
+    async with websockets.connect(url, open_timeout=30) as ws:
+        with contextlib.suppress(websockets.ConnectionClosedError):
+            async for raw in ws:
+                received.append(json.loads(raw))
+    return received, ws.close_code
+
+
+def test_an_unknown_or_foreign_resume_is_refused_alike(server: RunningServer, speech: Recording) -> None:
+    async def scenario() -> list[tuple[list[dict[str, Any]], int | None]]:
+        async with websockets.connect(f"{server.ws_url}?resumable=true") as ws:
+            ready = json.loads(await ws.recv())
+            session_id = ready["session_id"]
+            answers = [
+                await handshake(f"{server.ws_url}?resume=nosuchsession&resume_token=x"),
+                await handshake(
+                    f"{server.ws_url}?resume={session_id}&resume_token=not-{ready['resume_token']}"
+                ),
+                await handshake(f"{server.ws_url}?resume={session_id}&resume_token=x&language=en"),
+            ]
+            await ws.send(json.dumps({"type": "end"}))
+            async for _ in ws:
+                pass
+        return answers
+
+    unknown, foreign, malformed = asyncio.run(scenario())
+    assert unknown[1] == foreign[1] == 1008
+    assert unknown[0][0]["code"] == foreign[0][0]["code"] == "resume_failed"
+    assert unknown[0][0]["message"] == foreign[0][0]["message"]  # tells nothing of the stream
+    assert malformed[0][0]["code"] == "invalid_parameter"
+    assert malformed[1] == 1008
+
+
+def test_a_kept_stream_holds_its_place_until_the_grace_runs_out(speech: Recording) -> None:
+    """With one stream allowed, a dropped resumable stream still holds it: a new stream is
+    refused; once the grace is over, the stream is gone, its place free, its resume refused."""
+    grace = 2.0
+    with running_server(max_sessions=1, resume_grace=grace) as server:
+
+        async def scenario() -> tuple[dict[str, Any], list[Any], list[Any], list[Any]]:
+            async with CuttingProxy(server.port) as proxy:
+                ws = await websockets.connect(f"ws://127.0.0.1:{proxy.port}/v1/stream?resumable=true")
+                ready = json.loads(await ws.recv())
+                await ws.send(b"\0\0" * 16000)
+                while json.loads(await ws.recv())["type"] != "ack":
+                    pass
+                proxy.cut()
+                dropped = time.monotonic()
+                await asyncio.sleep(0.3)
+                full = await handshake(server.ws_url)
+                await asyncio.sleep(max(grace + 0.5 - (time.monotonic() - dropped), 0))
+                late = await handshake(
+                    f"{server.ws_url}?resume={ready['session_id']}&resume_token={ready['resume_token']}"
+                )
+                async with websockets.connect(server.ws_url) as fresh:
+                    admitted = json.loads(await fresh.recv())
+                    await fresh.send(json.dumps({"type": "end"}))
+                    async for _ in fresh:
+                        pass
+            return ready, list(full), list(late), [admitted]
+
+        _ready, full, late, admitted = asyncio.run(scenario())
+        assert full[0][0]["code"] == "server_full"
+        assert full[1] == 1013
+        assert late[0][0]["code"] == "resume_failed"
+        assert admitted[0]["type"] == "ready"
+        assert metric(server, 'streaming_resumes_total{outcome="expired"}') == 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Iterator
 
 
 class CuttingProxy:
@@ -91,3 +93,28 @@ class CuttingProxy:
                     return
                 writer.write(data[half:])
                 await writer.drain()
+
+
+@contextlib.contextmanager
+def proxy_thread(upstream_port: int) -> Iterator[tuple[CuttingProxy, asyncio.AbstractEventLoop]]:
+    """A :class:`CuttingProxy` on its own event loop in a thread, for synchronous tests (a
+    browser driven by Playwright): cut with ``loop.call_soon_threadsafe(proxy.cut)``."""
+    loop = asyncio.new_event_loop()
+    proxy = CuttingProxy(upstream_port)
+    started = threading.Event()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with proxy:
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield proxy, loop
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from clients.stream import read_audio
 from tests.conftest import RunningServer, running_server
+from tests.proxy import proxy_thread
 from tests.schema import validate_hosted
 from tests.wer import wer
 
@@ -84,9 +86,13 @@ def open_page(browser: Any, base_url: str) -> Any:
     page.on("console", lambda m: print(f"[page {m.type}] {m.text}"))
     page.goto(base_url + "/")
     page.get_by_text("Press Start and speak.").wait_for(timeout=15_000)
-    # Every partial the page shows, in order (they replace each other too fast to poll).
+    # Every partial and status the page shows, in order (they change too fast to poll).
     page.evaluate(
         """() => {
+            const status = document.getElementById('status');
+            window.statuses = [];
+            new MutationObserver(() => window.statuses.push(status.textContent))
+                .observe(status, {childList: true, characterData: true, subtree: true});
             window.partials = [];
             new MutationObserver(() => {
                 const text = document.getElementById('partial').textContent;
@@ -226,13 +232,54 @@ def test_a_dropped_connection_is_shown_and_the_captions_stay(browser: Any) -> No
         page.get_by_text("Listening").wait_for(timeout=15_000)
         page.locator("#captions .segment").first.wait_for(timeout=30_000)
         shown = page.locator("#captions .segment").count()
-    # The server is gone while the page streams.
+    # The server is gone while the page streams: the page tries to resume the stream for as
+    # long as a server would keep it (about 30 s), then says so.
     alert = page.locator("#alert")
-    alert.wait_for(state="visible", timeout=30_000)
-    assert "connection to the server was lost" in alert.inner_text()
+    page.get_by_text("connection to the server was lost").wait_for(timeout=60_000)
+    assert "Reconnecting…" in page.evaluate("window.statuses")
     assert "captions so far are kept" in alert.inner_text()
     assert page.locator("#status").inner_text() == "Disconnected."
     assert page.locator("#captions .segment").count() >= shown
     assert page.get_by_role("button", name="Start").is_enabled()
     page.screenshot(path=str(ARTIFACTS / "page-dropped.png"), full_page=True)
     page.context.close()
+
+
+def test_a_dropped_connection_resumes_by_itself_and_loses_nothing(
+    browser: Any, server: RunningServer, manifest: dict[str, Any], data_dir: Path
+) -> None:
+    """The page reaches the server through a proxy that cuts the connection twice while the
+    microphone plays: the page says it is reconnecting, resumes the same session, and the
+    captions hold every word, as if nothing had happened."""
+    mic_seconds = LEAD + read_audio(data_dir / CLIP).duration + TAIL
+    with proxy_thread(server.port) as (proxy, loop):
+        page = open_page(browser, f"http://127.0.0.1:{proxy.port}")
+        page.get_by_role("button", name="Start").click()
+        page.get_by_text("Listening").wait_for(timeout=15_000)
+        session = page.locator("#status").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        started = time.monotonic()
+        for cut in (1, 2):  # 3 s apart: mid-sentence, each time
+            page.wait_for_timeout(3000)
+            loop.call_soon_threadsafe(proxy.cut)
+            page.wait_for_function(
+                f"() => window.statuses.filter((s) => s === 'Reconnecting…').length >= {cut}", timeout=15_000
+            )
+            if cut == 1:
+                page.screenshot(path=str(ARTIFACTS / "page-reconnecting.png"), full_page=True)
+            page.get_by_text("Listening").wait_for(timeout=15_000)
+        page.wait_for_timeout(max(mic_seconds - (time.monotonic() - started), 0) * 1000)
+        page.wait_for_function("() => document.getElementById('partial').textContent === ''", timeout=20_000)
+        page.get_by_role("button", name="Stop").click()
+        page.get_by_text("Stopped.").wait_for(timeout=30_000)
+        statuses = page.evaluate("window.statuses")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "page-resumed.png"), full_page=True)
+        assert proxy.cuts == 2
+        assert statuses.count("Reconnecting…") >= 2
+        assert page.locator("#status").inner_text().startswith("Stopped.")
+        assert session in statuses  # the same session went on after each cut
+        assert page.locator("#alert").is_hidden()
+        text = captions_text(page)
+        assert wer(manifest[CLIP]["text"], text) <= CAPTION_WER_BOUND, text
+        page.context.close()

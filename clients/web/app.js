@@ -1,8 +1,11 @@
 // Live captions: the microphone streamed to /v1/stream, captions shown as they come.
 //
-// One Recorder per press of Start: it owns the microphone, the audio graph and one websocket
-// session. The Transcript outlives recorders, so a dropped connection or a server-side limit
-// loses nothing already captioned: pressing Start again opens a new session and goes on.
+// One Recorder per press of Start: it owns the microphone, the audio graph and one resumable
+// websocket session. When the connection drops, it keeps the audio the server has not
+// acknowledged and resumes the same session on a new connection by itself, resending that audio
+// ("Reconnecting…"), so nothing said meanwhile is lost. The Transcript outlives recorders, so a
+// connection that cannot be resumed, or a server-side limit, loses nothing already captioned:
+// pressing Start again opens a new session and goes on.
 
 import { Transcript, clock } from "./captions.js";
 
@@ -30,11 +33,20 @@ const PLAIN_WORDS = {
   unauthorized: "This server needs a valid access key: open the page with ?token=YOUR_KEY in the address.",
   origin_not_allowed: "This server does not accept connections from this web page.",
   internal_error: "The server failed while transcribing. Your captions so far are kept; press Start to try again.",
+  resume_failed:
+    "The connection was down too long to pick the session up again. Your captions so far are kept; press Start to go on.",
 };
 
 function plainWords(error) {
   return PLAIN_WORDS[error.code] || `The server reported a problem: ${error.message}`;
 }
+
+// Resuming: how long to try (the server keeps a dropped session 30 s by default), how soon, and
+// how much unacknowledged audio to hold meanwhile (16 kHz, 16-bit: 1.9 MB a minute).
+const RESUME_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 4000, 4000, 4000, 4000, 4000];
+const MAX_UNACKED_BYTES = 60 * 16000 * 2;
+// Closes that mean the connection failed, not that the server ended the stream.
+const RESUMABLE_CLOSES = new Set([1001, 1005, 1006, 1011, 1012, 1014]);
 
 const transcript = new Transcript();
 let secondsSent = 0; // over every session of this page: the next session's time offset
@@ -86,16 +98,40 @@ function refreshDownloads() {
   }
 }
 
-function streamUrl() {
+function streamUrl(params) {
   const page = new URL(window.location.href);
   const url = new URL("/v1/stream", page);
   url.protocol = page.protocol === "https:" ? "wss:" : "ws:";
-  url.searchParams.set("encoding", "pcm_s16le");
-  url.searchParams.set("sample_rate", "16000");
-  url.searchParams.set("language", ui.language.value);
+  for (const [name, value] of Object.entries(params)) url.searchParams.set(name, value);
   const token = page.searchParams.get("token");
   if (token) url.searchParams.set("token", token);
   return url;
+}
+
+// Audio sent but not yet acknowledged: what a resumed connection sends again.
+class Unacked {
+  constructor() {
+    this.chunks = []; // {offset, data}
+    this.sent = 0; // bytes sent in this session
+    this.size = 0;
+  }
+
+  add(data) {
+    this.chunks.push({ offset: this.sent, data });
+    this.sent += data.byteLength;
+    this.size += data.byteLength;
+  }
+
+  acked(upto) {
+    while (this.chunks.length && this.chunks[0].offset + this.chunks[0].data.byteLength <= upto) {
+      this.size -= this.chunks.shift().data.byteLength;
+    }
+  }
+
+  since(upto) {
+    this.acked(upto);
+    return this.chunks.map(({ offset, data }) => data.slice(Math.max(upto - offset, 0)));
+  }
 }
 
 class Recorder {
@@ -106,8 +142,14 @@ class Recorder {
     this.node = null;
     this.ended = false; // the person pressed Stop
     this.flushed = false; // the worklet has sent its last frame
+    this.endSent = false;
     this.finalReceived = false;
     this.serverError = null;
+    this.unacked = new Unacked();
+    this.resume = null; // {session_id, resume_token} once the server said ready
+    this.segments = 0; // segments received: a resume replays the ones after them
+    this.live = false; // the socket is open and the server knows what it holds
+    this.attempts = 0;
   }
 
   async start() {
@@ -122,40 +164,58 @@ class Recorder {
     source.connect(this.node);
 
     transcript.startSession(secondsSent);
-    const ws = new WebSocket(streamUrl());
-    ws.binaryType = "arraybuffer";
-    this.ws = ws;
-    const queued = [];
     this.node.port.onmessage = (event) => {
       if (event.data === "flushed") {
         this.flushed = true;
         source.disconnect();
-        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "end" }));
+        this.sendEnd();
         return;
       }
       if (this.flushed) return; // nothing may follow "end"
       secondsSent += event.data.byteLength / 2 / 16000;
-      if (ws.readyState === WebSocket.OPEN) ws.send(event.data);
-      else if (ws.readyState === WebSocket.CONNECTING) queued.push(event.data);
+      this.unacked.add(event.data);
+      if (this.live) this.ws.send(event.data);
+      else if (this.unacked.size > MAX_UNACKED_BYTES) this.giveUp();
     };
-    ws.onopen = () => {
-      for (const frame of queued.splice(0)) ws.send(frame);
-      if (this.flushed) ws.send(JSON.stringify({ type: "end" }));
-    };
-    ws.onmessage = (event) => this.onMessage(JSON.parse(event.data));
-    ws.onclose = (event) => this.onClose(event);
+    this.connect(
+      streamUrl({ encoding: "pcm_s16le", sample_rate: "16000", language: ui.language.value, resumable: "true" }),
+    );
     setStatus("Connecting…");
+  }
+
+  connect(url) {
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    this.live = false;
+    ws.onmessage = (event) => {
+      if (this.ws === ws) this.onMessage(JSON.parse(event.data));
+    };
+    ws.onclose = (event) => {
+      if (this.ws === ws) this.onClose(event);
+    };
+  }
+
+  sendEnd() {
+    if (this.live && this.flushed && !this.endSent) {
+      this.endSent = true;
+      this.ws.send(JSON.stringify({ type: "end" }));
+    }
   }
 
   onMessage(message) {
     switch (message.type) {
       case "ready":
-        setStatus(`Listening (session ${message.session_id})`);
+        this.onReady(message);
+        break;
+      case "ack":
+        this.unacked.acked(message.audio_bytes);
         break;
       case "partial":
         ui.partial.textContent = message.segment.text;
         break;
       case "segment":
+        this.segments += 1;
         ui.partial.textContent = "";
         showSentence(transcript.addSegment(message.segment, message.continues));
         refreshDownloads();
@@ -174,7 +234,53 @@ class Recorder {
     }
   }
 
+  // The server holds the audio before resumed.audio_bytes: send the rest, then go on live.
+  onReady(message) {
+    this.resume = { session_id: message.session_id, resume_token: message.resume_token };
+    const frames = message.resumed ? this.unacked.since(message.resumed.audio_bytes) : this.unacked.since(0);
+    if (message.resumed) {
+      this.endSent = message.resumed.ended;
+      this.attempts = 0;
+      showAlert("");
+    }
+    if (!this.endSent) for (const frame of frames) this.ws.send(frame);
+    this.live = true;
+    this.sendEnd();
+    setStatus(this.ended ? "Finishing the last words…" : `Listening (session ${message.session_id})`);
+  }
+
   onClose(event) {
+    this.live = false;
+    const delay = RESUME_DELAYS_MS[this.attempts];
+    const resumable =
+      this.resume && !this.serverError && !this.finalReceived && RESUMABLE_CLOSES.has(event.code);
+    if (resumable && delay !== undefined) {
+      this.attempts += 1;
+      setStatus("Reconnecting…");
+      // A blip is over before anyone reads an alert: say more only once it lasts.
+      if (this.attempts > 1) {
+        showAlert("The connection dropped. Reconnecting: your captions are kept, and what you say meanwhile is too.");
+      }
+      setTimeout(() => this.reconnect(), delay);
+      return;
+    }
+    this.finish(event.code);
+  }
+
+  reconnect() {
+    if (recorder !== this) return;
+    const { session_id: resume, resume_token } = this.resume;
+    this.connect(streamUrl({ resume, resume_token, segments: String(this.segments) }));
+  }
+
+  // Too much audio waits for a connection that does not come back: stop here.
+  giveUp() {
+    this.resume = null;
+    if (this.ws.readyState === WebSocket.CLOSED) this.finish(1006);
+    else this.ws.close();
+  }
+
+  finish(code) {
     this.release();
     ui.partial.textContent = "";
     if (recorder === this) recorder = null;
@@ -186,7 +292,7 @@ class Recorder {
     } else {
       setStatus("Disconnected.");
       showAlert(
-        `The connection to the server was lost (code ${event.code}). ` +
+        `The connection to the server was lost (code ${code}). ` +
           "Your captions so far are kept; press Start to reconnect and go on.",
       );
     }

@@ -95,6 +95,7 @@ class StreamResult:
     arrivals: list[float] = field(default_factory=list)
     close_code: int | None = None
     resumes: int = 0  # connections that dropped and were resumed
+    resent_bytes: int = 0  # audio sent again after resumes (the server had not received it)
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -232,6 +233,8 @@ class _Stream:
                     raise
                 code = 1006  # the server or the network is not back yet
             self.result.close_code = code
+            if self._ready.is_set():
+                delays = iter(RESUME_DELAYS)  # it was up: the next drop starts the backoff afresh
             finished = self.result.final is not None or bool(self.result.errors)
             if finished or not resume or self._session is None or code not in RESUMABLE_CLOSES:
                 return self.result
@@ -293,6 +296,7 @@ class _Stream:
         if resumed is not None:
             self.result.resumes += 1
             self._resend = self.unacked.since(resumed["audio_bytes"])
+            self.result.resent_bytes += sum(map(len, self._resend))
             self._end_sent = resumed["ended"]
         else:
             self._resend = []

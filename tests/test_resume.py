@@ -202,6 +202,7 @@ class ScriptedSocket:
 
     async def send_text(self, text: str) -> None:
         if self.drop_after is not None and self.taken >= self.drop_after:
+            self.spent.set()
             raise RuntimeError("the connection is gone")
         self.received.append(json.loads(text))
 
@@ -289,3 +290,24 @@ async def test_a_resume_takes_over_a_socket_that_still_carries_the_stream() -> N
         await scheduler.stop()
     assert first.close_code == 1008
     assert second.received[-1]["type"] == "final"
+
+
+async def test_a_server_going_away_keeps_no_dropped_stream() -> None:
+    session = new_session(MonotonicClock())
+    wire = ResumableProtocol(session, journal_limit=256)
+    scheduler = Scheduler(ScriptedEngine(), batch_size=4, partial_max_age=1.0)
+    scheduler.start()
+    stop = asyncio.Event()
+    connection = StreamConnection(session, scheduler, MonotonicClock(), wire=wire, grace=30.0, stop=stop)
+    first = ScriptedSocket(chunks(speech(2)), drop_after=10)
+    try:
+        runner = asyncio.create_task(connection.run(first))  # type: ignore[arg-type]
+        await first.spent.wait()
+        await asyncio.sleep(0.05)
+        assert not runner.done()  # kept for a resume
+        stop.set()
+        await asyncio.wait_for(runner, timeout=2)  # not the 30 s grace
+    finally:
+        await scheduler.stop()
+    assert session.phase is Phase.CLOSED
+    assert not connection.expired

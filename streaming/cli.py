@@ -99,7 +99,9 @@ def uvicorn_config(config: Config, app: Any) -> Any:
     """The uvicorn settings the service runs with (shared by the CLI and the tests)."""
     import uvicorn
 
-    return uvicorn.Config(
+    from streaming.auth import RedactTokens
+
+    settings = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
@@ -118,13 +120,19 @@ def uvicorn_config(config: Config, app: Any) -> Any:
         # handles the same pause and resume correctly.
         ws="websockets",
     )
+    # Browsers send their API key, and resuming clients their resume token, in the query
+    # string, which uvicorn logs: in its access log, and in its websocket handshake lines.
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+    return settings
 
 
 def serve(config: Config) -> int:
     import uvicorn
 
     from streaming.app import Lifecycle, create_app
-    from streaming.auth import RedactTokens
     from streaming.server import DrainingServer
 
     logging.basicConfig(
@@ -158,8 +166,6 @@ def serve(config: Config) -> int:
         log.error("cannot start: cannot read the API key file: %s", exc)
         return STARTUP_FAILURE
     settings = uvicorn_config(config, app)  # configures uvicorn's loggers
-    # Browsers send their API key in the query string, which the access log prints.
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     server = DrainingServer(settings, lifecycle, config.drain_timeout)
     asyncio.run(server.serve())
     if failure:

@@ -24,7 +24,7 @@ class _Live(Collector):
 
     def __init__(
         self,
-        sessions: Callable[[], tuple[int, int]],
+        sessions: Callable[[], tuple[int, int, int]],
         stats: Callable[[], SchedulerStats | None],
         eager: dict[str, int],
     ) -> None:
@@ -33,8 +33,13 @@ class _Live(Collector):
         self._eager = eager
 
     def collect(self) -> Iterator[Metric]:
-        open_, limit = self._sessions()
+        open_, limit, kept = self._sessions()
         yield GaugeMetricFamily("streaming_sessions", "streams open now", value=open_)
+        yield GaugeMetricFamily(
+            "streaming_sessions_kept",
+            "resumable streams whose connection dropped, kept for a resume (counted in streaming_sessions)",
+            value=kept,
+        )
         yield GaugeMetricFamily("streaming_max_sessions", "streams admitted at most", value=limit)
         stats = self._stats()
         if stats is None:
@@ -83,7 +88,7 @@ class _Live(Collector):
 
 class Metrics:
     def __init__(
-        self, sessions: Callable[[], tuple[int, int]], stats: Callable[[], SchedulerStats | None]
+        self, sessions: Callable[[], tuple[int, int, int]], stats: Callable[[], SchedulerStats | None]
     ) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # RSS, CPU seconds, open file descriptors

@@ -64,6 +64,11 @@ class Lifecycle:
         if not self.sessions:
             self._idle.set()
 
+    @property
+    def kept(self) -> int:
+        """Resumable streams without a connection now, waiting for their client."""
+        return sum(not connection.connected for connection in self.resumable.values())
+
     async def drain(self, deadline: float) -> None:
         self.draining = True
         logger.info("draining: %d open streams, up to %g s", len(self.sessions), deadline)
@@ -91,7 +96,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(
-            sessions=lambda: (len(self.lifecycle.sessions), self.config.max_sessions),
+            sessions=lambda: (len(self.lifecycle.sessions), self.config.max_sessions, self.lifecycle.kept),
             stats=lambda: self.scheduler.stats if self.scheduler is not None else None,
         )
 

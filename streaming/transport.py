@@ -199,6 +199,11 @@ class StreamConnection:
     def wire(self) -> Wire:
         return self._wire
 
+    @property
+    def connected(self) -> bool:
+        """Does a socket carry the stream now? (False while a dropped stream waits.)"""
+        return self._link is not None
+
     async def run(self, websocket: WebSocket) -> None:
         """Run the session on its first socket until it is closed (or dropped for good)."""
         session = self._session

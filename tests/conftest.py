@@ -56,7 +56,7 @@ def running_server(**settings: Any) -> Iterator[RunningServer]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = Config(port=port, log_level="warning", **settings)
+    config = Config(port=port, **{"log_level": "warning", **settings})
     server = uvicorn.Server(uvicorn_config(config, create_app(config)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

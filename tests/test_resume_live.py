@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import time
 import urllib.request
@@ -16,7 +17,7 @@ import pytest
 import websockets
 
 from clients.stream import Recording, StreamResult, read_audio, stream_file
-from tests.conftest import RunningServer, running_server
+from tests.conftest import API_KEY, RunningServer, running_server
 from tests.proxy import CuttingProxy
 from tests.schema import validate_message
 
@@ -129,11 +130,22 @@ def test_an_unknown_or_foreign_resume_is_refused_alike(server: RunningServer, sp
     assert malformed[1] == 1008
 
 
-def test_a_kept_stream_holds_its_place_until_the_grace_runs_out(speech: Recording) -> None:
+def test_a_kept_stream_holds_its_place_until_the_grace_runs_out(
+    speech: Recording, caplog: pytest.LogCaptureFixture
+) -> None:
     """With one stream allowed, a dropped resumable stream still holds it: a new stream is
-    refused; once the grace is over, the stream is gone, its place free, its resume refused."""
+    refused; once the grace is over, the stream is gone, its place free, its resume refused.
+    No log line holds the resume token."""
     grace = 2.0
-    with running_server(max_sessions=1, resume_grace=grace) as server:
+    kept: list[float] = []
+    caplog.set_level(logging.INFO)
+    with contextlib.ExitStack() as cleanup:
+        server = cleanup.enter_context(running_server(max_sessions=1, resume_grace=grace, log_level="info"))
+        # uvicorn logs the handshakes on loggers that do not propagate (configured as the
+        # server started, which resets their handlers).
+        uvicorn = logging.getLogger("uvicorn")
+        uvicorn.addHandler(caplog.handler)
+        cleanup.callback(uvicorn.removeHandler, caplog.handler)
 
         async def scenario() -> tuple[dict[str, Any], list[Any], list[Any], list[Any]]:
             async with CuttingProxy(server.port) as proxy:
@@ -145,6 +157,7 @@ def test_a_kept_stream_holds_its_place_until_the_grace_runs_out(speech: Recordin
                 proxy.cut()
                 dropped = time.monotonic()
                 await asyncio.sleep(0.3)
+                kept.append(metric(server, "streaming_sessions_kept"))
                 full = await handshake(server.ws_url)
                 await asyncio.sleep(max(grace + 0.5 - (time.monotonic() - dropped), 0))
                 late = await handshake(
@@ -157,9 +170,42 @@ def test_a_kept_stream_holds_its_place_until_the_grace_runs_out(speech: Recordin
                         pass
             return ready, list(full), list(late), [admitted]
 
-        _ready, full, late, admitted = asyncio.run(scenario())
+        ready, full, late, admitted = asyncio.run(scenario())
         assert full[0][0]["code"] == "server_full"
         assert full[1] == 1013
         assert late[0][0]["code"] == "resume_failed"
         assert admitted[0]["type"] == "ready"
         assert metric(server, 'streaming_resumes_total{outcome="expired"}') == 1
+        assert kept == [1.0]
+        assert metric(server, "streaming_sessions_kept") == 0
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "resume_token=[redacted]" in logged  # uvicorn's handshake line for the late resume
+    assert ready["resume_token"] not in logged
+    assert "not resumed within 2 s" in logged
+
+
+def test_a_resume_needs_the_api_key_too(keyed_server: RunningServer) -> None:
+    """The token proves the stream is the client's; the key still says who may connect."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    async def scenario() -> tuple[int, dict[str, Any]]:
+        async with CuttingProxy(keyed_server.port) as proxy:
+            url = f"ws://127.0.0.1:{proxy.port}/v1/stream"
+            ws = await websockets.connect(f"{url}?resumable=true", additional_headers=headers)
+            ready = json.loads(await ws.recv())
+            proxy.cut()
+            resume = (
+                f"{keyed_server.ws_url}?resume={ready['session_id']}&resume_token={ready['resume_token']}"
+            )
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(resume)
+            async with websockets.connect(resume, additional_headers=headers) as again:
+                resumed = json.loads(await again.recv())
+                await again.send(json.dumps({"type": "end"}))
+                async for _ in again:
+                    pass
+        return refused.value.response.status_code, resumed
+
+    status, resumed = asyncio.run(scenario())
+    assert status == 401
+    assert resumed["resumed"] == {"audio_bytes": 0, "time": 0.0, "segments": 0, "ended": False}

@@ -124,9 +124,10 @@ async def chunks(
 
 class Unacked:
     """Audio sent but not yet acknowledged by the server, to send again after a resume.
-    Bounded: ``room()`` waits while it holds ``limit`` bytes."""
+    Bounded: ``room()`` waits while it holds ``limit`` bytes (None: it keeps nothing, for a
+    stream that is not resumable)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self.sent = 0  # bytes sent so far: where the next chunk starts
         self._chunks: deque[tuple[int, bytes]] = deque()  # (offset, bytes)
@@ -134,9 +135,10 @@ class Unacked:
         self._freed = asyncio.Event()
 
     def add(self, data: bytes) -> None:
-        self._chunks.append((self.sent, data))
+        if self.limit is not None:
+            self._chunks.append((self.sent, data))
+            self._size += len(data)
         self.sent += len(data)
-        self._size += len(data)
 
     def acked(self, upto: int) -> None:
         """The server holds every byte before ``upto``."""
@@ -150,7 +152,7 @@ class Unacked:
         return [data[max(upto - offset, 0) :] for offset, data in self._chunks if offset + len(data) > upto]
 
     async def room(self) -> None:
-        while self._size >= self.limit:
+        while self.limit is not None and self._size >= self.limit:
             self._freed.clear()
             await self._freed.wait()
 
@@ -189,7 +191,8 @@ async def stream_file(
     if resume:
         query["resumable"] = "true"
     frame_bytes = recording.channels * {"pcm_s16le": 2, "pcm_f32le": 4}.get(encoding, 1)
-    limit = max(int(max_unacked_seconds * recording.sample_rate), 1) * frame_bytes
+    # Without resume nothing is acknowledged, and nothing is kept.
+    limit = max(int(max_unacked_seconds * recording.sample_rate), 1) * frame_bytes if resume else None
     source = chunks(recording, encoding, realtime=realtime, speed=speed)
     stream = _Stream(source, Unacked(limit), on_message=on_message, sent_at=sent_at)
     return await stream.run(url, query, resume)

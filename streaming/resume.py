@@ -23,12 +23,13 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from streaming import events
+from streaming.clock import Clock
 from streaming.errors import InvalidParameter, ResumeFailed
 from streaming.session import Phase, Session
 from streaming.wire import Outgoing, OwnProtocol
@@ -75,6 +76,81 @@ class _Entry:
     after: int  # segments sent before it
 
 
+class Journal:
+    """The frames a resumed connection may need again (``segment``, ``error``, ``final``), the
+    newest ``limit`` of them, and the token that unlocks them."""
+
+    def __init__(self, token: str, limit: int) -> None:
+        self.token = token
+        self.segments = 0  # segments recorded so far
+        self._entries: deque[_Entry] = deque(maxlen=limit)
+
+    def record(self, text: str, *, segment: bool) -> Outgoing:
+        """Keep a frame; a segment's frame is numbered (the transport counts those it wrote)."""
+        if segment:
+            self.segments += 1
+        frame = Outgoing(text, segment=self.segments if segment else None)
+        self._entries.append(_Entry(frame, self.segments - segment))
+        return frame
+
+    def check(self, token: str) -> None:
+        """Raises :class:`ResumeFailed` unless ``token`` is this stream's (in constant time)."""
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            raise ResumeFailed(UNKNOWN)
+
+    def after(self, segments: int) -> list[Outgoing]:
+        """The frames after the client's first ``segments`` segments."""
+        return [entry.frame for entry in self._entries if entry.after >= segments]
+
+
+@dataclass(frozen=True, slots=True)
+class EndedStream:
+    """A resumable stream that ended with its ``final`` written: what a client that lost it in
+    flight, with its connection, is sent on resuming (:class:`EndedStreams`)."""
+
+    journal: Journal
+    ready: str  # ``ready`` with ``resumed``
+    close: tuple[int, str]
+
+    def replay(self, segments: int) -> list[Outgoing]:
+        return [Outgoing(self.ready), *self.journal.after(segments)]
+
+
+class EndedStreams:
+    """Resumable streams that ended with their ``final`` written, kept ``grace`` seconds (at most
+    ``limit`` of them, the oldest dropped first): a ``final`` written to a connection that
+    dropped at that moment is lost in flight, and its client resumes to get it."""
+
+    def __init__(self, grace: float, limit: int, clock: Clock) -> None:
+        self._grace = grace
+        self._limit = limit
+        self._clock = clock
+        self._streams: OrderedDict[str, tuple[float, EndedStream]] = OrderedDict()
+
+    def __len__(self) -> int:
+        self._prune()
+        return len(self._streams)
+
+    def add(self, session_id: str, stream: EndedStream) -> None:
+        if self._grace <= 0 or self._limit <= 0:
+            return
+        self._streams[session_id] = (self._clock.now() + self._grace, stream)
+        self._prune()
+
+    def find(self, session_id: str) -> EndedStream | None:
+        self._prune()
+        kept = self._streams.get(session_id)
+        return kept[1] if kept is not None else None
+
+    def _prune(self) -> None:
+        now = self._clock.now()
+        while self._streams:
+            until, _ = next(iter(self._streams.values()))
+            if until > now and len(self._streams) <= self._limit:
+                return
+            self._streams.popitem(last=False)
+
+
 class ResumableProtocol(OwnProtocol):
     """Our protocol, plus acks, a resume token and a bounded journal to replay on resume.
 
@@ -84,14 +160,13 @@ class ResumableProtocol(OwnProtocol):
 
     def __init__(self, session: Session, *, journal_limit: int, token: str | None = None) -> None:
         super().__init__(session)
-        self.token = token or secrets.token_urlsafe(24)
+        self.journal = Journal(token or secrets.token_urlsafe(24), journal_limit)
         stream = session.stream
         self._ack_bytes = max(round(ACK_SECONDS * stream.sample_rate), 1) * stream.frame_bytes
         self._acked = 0
         self._ack_due = False
         self._ready: dict[str, Any] | None = None
-        self._journal: deque[_Entry] = deque(maxlen=journal_limit)
-        self._segments = 0  # segments rendered so far
+        self._final = False  # the final is rendered
 
     # ------------------------------------------------------------------ frames in
 
@@ -117,19 +192,15 @@ class ResumableProtocol(OwnProtocol):
             message = events.to_message(event)
             if message is None:
                 continue
+            text = json.dumps(message, ensure_ascii=False)
             if isinstance(event, events.Ready):
-                self._ready = {**message, "resume_token": self.token}
+                self._ready = {**message, "resume_token": self.journal.token}
                 out.append(Outgoing(json.dumps(self._ready, ensure_ascii=False)))
             elif isinstance(event, events.Partial):
-                out.append(Outgoing(json.dumps(message, ensure_ascii=False), f"partial:{event.channel}"))
+                out.append(Outgoing(text, f"partial:{event.channel}"))
             else:
-                seq = None
-                if isinstance(event, events.Segment):
-                    self._segments += 1
-                    seq = self._segments
-                frame = Outgoing(json.dumps(message, ensure_ascii=False), segment=seq)
-                self._journal.append(_Entry(frame, self._segments - (seq is not None)))
-                out.append(frame)
+                self._final |= isinstance(event, events.Final)
+                out.append(self.journal.record(text, segment=isinstance(event, events.Segment)))
         return out
 
     def _ack(self) -> Outgoing:
@@ -143,21 +214,32 @@ class ResumableProtocol(OwnProtocol):
 
     # ------------------------------------------------------------------ resume
 
+    @property
+    def token(self) -> str:
+        return self.journal.token
+
     def check(self, token: str) -> None:
         """Raises :class:`ResumeFailed` unless ``token`` is this stream's (in constant time)."""
-        if not hmac.compare_digest(token.encode(), self.token.encode()):
-            raise ResumeFailed(UNKNOWN)
+        self.journal.check(token)
 
     def replay(self, segments: int) -> list[Outgoing]:
         """What a resumed connection is sent first: ``ready`` again, with the audio received so
         far, then the journal's frames after the client's first ``segments`` segments."""
-        assert self._ready is not None, "a stream is resumed only after its ready"
         self._ack_due = False
         self._acked = self.session.received_bytes
+        return [Outgoing(self._resumed_ready()), *self.journal.after(segments)]
+
+    def ended(self, close: tuple[int, str]) -> EndedStream | None:
+        """What to keep of the stream once it closed with ``close`` (None: it had no final)."""
+        return EndedStream(self.journal, self._resumed_ready(), close) if self._final else None
+
+    def _resumed_ready(self) -> str:
+        assert self._ready is not None, "a stream is resumed only after its ready"
         # ``ended``: the stream takes no more audio (the client's end came, or a limit): a
         # client must not send it again.
-        ended = self.session.phase is not Phase.OPEN
-        ready = {**self._ready, "resumed": {**self._received(), "segments": self._segments, "ended": ended}}
-        frames = [Outgoing(json.dumps(ready, ensure_ascii=False))]
-        frames += [entry.frame for entry in self._journal if entry.after >= segments]
-        return frames
+        resumed = {
+            **self._received(),
+            "segments": self.journal.segments,
+            "ended": self.session.phase is not Phase.OPEN,
+        }
+        return json.dumps({**self._ready, "resumed": resumed}, ensure_ascii=False)

@@ -21,6 +21,7 @@ from streaming.engine import Engine, Thresholds, WhisperEngine
 from streaming.errors import ServerFull, ShuttingDown, StreamingError
 from streaming.metrics import Metrics
 from streaming.models import resolve_model
+from streaming.resume import EndedStreams
 from streaming.scheduler import Scheduler
 from streaming.session import Session
 from streaming.settings import SessionSettings
@@ -93,8 +94,10 @@ class Services:
     load_error: str | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     metrics: Metrics = field(init=False)
+    ended: EndedStreams = field(init=False)  # resumable streams whose final may be lost in flight
 
     def __post_init__(self) -> None:
+        self.ended = EndedStreams(self.config.resume_grace, self.config.max_sessions, self.clock)
         self.metrics = Metrics(
             sessions=lambda: (len(self.lifecycle.sessions), self.config.max_sessions, self.lifecycle.kept),
             stats=lambda: self.scheduler.stats if self.scheduler is not None else None,

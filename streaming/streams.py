@@ -17,7 +17,7 @@ from streaming.config import StreamConfig, parse_stream_config
 from streaming.errors import InvalidParameter, NotReady, ResumeFailed, StreamingError
 from streaming.resume import UNKNOWN, ResumableProtocol, ResumeRequest
 from streaming.services import MODEL_LOADING, Refusal, Services, services
-from streaming.transport import StreamConnection, refuse, refuse_accepted
+from streaming.transport import StreamConnection, refuse, refuse_accepted, replay_ended
 from streaming.twilio import TwilioAdapter, twilio_stream_config
 from streaming.wire import OwnProtocol, Wire
 
@@ -61,16 +61,23 @@ async def resume_stream(websocket: WebSocket, found: Services, query: dict[str, 
     try:
         request = ResumeRequest.parse(query)
         connection = found.lifecycle.resumable.get(request.session_id)
-        if connection is None:
+        ended = found.ended.find(request.session_id) if connection is None else None
+        if ended is not None:
+            ended.journal.check(request.token)
+        elif connection is not None and isinstance(connection.wire, ResumableProtocol):
+            connection.wire.check(request.token)
+        else:
             raise ResumeFailed(UNKNOWN)
-        wire = connection.wire
-        assert isinstance(wire, ResumableProtocol)
-        wire.check(request.token)
     except (InvalidParameter, ResumeFailed) as exc:
         await found.refuse(websocket, exc)
         return
     await websocket.accept()
     found.metrics.resumes.labels("resumed").inc()
+    if ended is not None:  # its final was written as the connection dropped: send it again
+        logger.info("session %s: resumed after its final; sending it again", request.session_id)
+        await replay_ended(websocket, ended, request.segments)
+        return
+    assert connection is not None
     try:
         await connection.resume(websocket, request.segments)
     except ResumeFailed as exc:  # it ended while this client reconnected
@@ -227,5 +234,8 @@ async def serve(
         found.metrics.closed.labels(str(session.close_code or 1006), error).inc()
         if connection.expired:
             found.metrics.resumes.labels("expired").inc()
+        kept = connection.ended()
+        if kept is not None:
+            found.ended.add(session.id, kept)
         stats = session.track_stats
         found.metrics.stream_closed(sum(t.eager_used for t in stats), sum(t.eager_discarded for t in stats))

@@ -43,7 +43,7 @@ from streaming.clock import Clock
 from streaming.driver import settle
 from streaming.errors import InternalError, ResumeFailed, StreamingError
 from streaming.jobs import Job
-from streaming.resume import UNKNOWN, ResumableProtocol
+from streaming.resume import UNKNOWN, EndedStream, ResumableProtocol
 from streaming.scheduler import PartialResult, Scheduler, SchedulerStopped
 from streaming.session import Phase, Session
 from streaming.wire import Outgoing, OwnProtocol, Wire
@@ -110,6 +110,7 @@ class Link:
         # took the stream over); ``refused`` says why a resume that never started was turned down.
         self.ended = asyncio.Event()
         self.refused: StreamingError | None = None
+        self.after_end: EndedStream | None = None  # the stream closed first: its final again
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,15 @@ async def refuse(websocket: WebSocket, exc: StreamingError) -> None:
     logger.info("refused stream: %s: %s", exc.code, exc.message)
     await websocket.accept()
     await refuse_accepted(websocket, exc)
+
+
+async def replay_ended(websocket: WebSocket, ended: EndedStream, segments: int | None) -> None:
+    """A resume after the stream's final was written (and lost in flight with the connection):
+    ``ready``, what the client lacks, the final again, and the stream's close."""
+    seen = ended.journal.segments if segments is None else segments
+    for frame in ended.replay(seen):
+        await websocket.send_text(frame.text)
+    await websocket.close(*ended.close)
 
 
 async def refuse_accepted(websocket: WebSocket, exc: StreamingError) -> None:
@@ -198,6 +208,11 @@ class StreamConnection:
     @property
     def wire(self) -> Wire:
         return self._wire
+
+    @property
+    def close_frame(self) -> tuple[int, str] | None:
+        """The close the client was sent (None: it never got one)."""
+        return self._close_frame
 
     @property
     def connected(self) -> bool:
@@ -253,14 +268,21 @@ class StreamConnection:
 
     async def resume(self, websocket: WebSocket, segments: int | None) -> None:
         """Carry the stream on ``websocket`` (accepted) from now on, until it closes or drops.
-        Raises :class:`ResumeFailed` if the stream ended before it could be handed over."""
+        If the stream closed first, after its final, the final is sent again; raises
+        :class:`ResumeFailed` if it ended without one."""
         if self._finished:
-            raise ResumeFailed(UNKNOWN)
+            ended = self.ended()
+            if ended is None:
+                raise ResumeFailed(UNKNOWN)
+            await replay_ended(websocket, ended, segments)
+            return
         link = Link(websocket, Outbox(self._session.settings.max_unsent_messages))
         self._inbox.put_nowait(_Attach(link, segments))
         await link.ended.wait()
         if link.refused is not None:
             raise link.refused
+        if link.after_end is not None:  # it came as the stream closed, after its final
+            await replay_ended(websocket, link.after_end, segments)
 
     def _start(self, link: Link) -> None:
         name = self._session.id
@@ -338,12 +360,22 @@ class StreamConnection:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
             await asyncio.wait_for(websocket.close(code=code, reason=reason), CLOSE_GRACE)
 
+    def ended(self) -> EndedStream | None:
+        """What a client that resumes after the stream closed is sent (None: nothing, as it
+        had no final, or its client never got a close)."""
+        if self._close_frame is None or not isinstance(self._wire, ResumableProtocol):
+            return None
+        return self._wire.ended(self._close_frame)
+
     def _refuse_waiting(self) -> None:
-        """Resumes that came too late to be handed the stream are told so."""
+        """Resumes that came as the stream closed get its final again, if it had one."""
+        ended = self.ended()
         while not self._inbox.empty():
             event = self._inbox.get_nowait()
             if isinstance(event, _Attach):
-                event.link.refused = ResumeFailed(UNKNOWN)
+                event.link.after_end = ended
+                if ended is None:
+                    event.link.refused = ResumeFailed(UNKNOWN)
                 event.link.ended.set()
 
     async def _close(self, link: Link) -> bool:

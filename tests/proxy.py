@@ -24,6 +24,9 @@ class CuttingProxy:
         self.port = 0
         self.connections = 0
         self.cuts = 0
+        # Cut, dropping that chunk, when bytes from the server hold this (a frame's JSON: the
+        # server's frames are not masked).
+        self.cut_on: bytes | None = None
 
     async def __aenter__(self) -> CuttingProxy:
         self._server = await asyncio.start_server(self._accept, self._host, 0)
@@ -66,7 +69,7 @@ class CuttingProxy:
         try:
             await asyncio.gather(
                 self._pump(client_reader, upstream_writer, pair),
-                self._pump(upstream_reader, client_writer, pair),
+                self._pump(upstream_reader, client_writer, pair, downstream=True),
             )
         finally:
             self._tasks.discard(task)  # type: ignore[arg-type]
@@ -79,12 +82,18 @@ class CuttingProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        *,
+        downstream: bool = False,
     ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while pair in self._pairs:
                 data = await reader.read(65536)
                 if not data:
                     writer.write_eof() if writer.can_write_eof() else None
+                    return
+                if downstream and self.cut_on is not None and self.cut_on in data:
+                    self.cut_on = None
+                    self.cut()
                     return
                 half = len(data) // 2
                 writer.write(data[:half])

@@ -16,7 +16,7 @@ import pytest
 from streaming.clock import ManualClock, MonotonicClock
 from streaming.config import Config, StreamConfig
 from streaming.errors import InvalidParameter, ResumeFailed
-from streaming.resume import ResumableProtocol, ResumeRequest
+from streaming.resume import EndedStreams, ResumableProtocol, ResumeRequest
 from streaming.scheduler import Scheduler
 from streaming.session import Phase, Session
 from streaming.settings import SessionSettings
@@ -311,3 +311,26 @@ async def test_a_server_going_away_keeps_no_dropped_stream() -> None:
         await scheduler.stop()
     assert session.phase is Phase.CLOSED
     assert not connection.expired
+
+
+def test_an_ended_stream_is_kept_for_the_grace_and_at_most_limit_of_them() -> None:
+    h = WireHarness()
+    h.audio(speech(2))
+    assert h.wire.ended((1000, "")) is None  # no final yet: nothing to send again
+    h.text({"type": "end"})
+    ended = h.wire.ended((1000, ""))
+    assert ended is not None
+    replay = [json.loads(f.text) for f in ended.replay(2)]
+    assert [m["type"] for m in replay] == ["ready", "final"]
+    assert replay[0]["resumed"]["ended"] is True
+    clock = ManualClock()
+    kept = EndedStreams(grace=30.0, limit=2, clock=clock)
+    for name in ("a", "b", "c"):
+        kept.add(name, ended)
+        clock.advance(10.0)
+    assert kept.find("a") is None  # the oldest made room
+    assert kept.find("b") is ended
+    clock.advance(10.0)  # b ended 40 s ago
+    assert kept.find("b") is None
+    assert kept.find("c") is ended
+    assert len(kept) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -104,6 +105,29 @@ def test_with_partials_a_cut_stream_loses_no_segment_and_repeats_none(
     assert cut.errors == []
     assert segment_texts(cut) == cut.final["transcription"]
     assert any(m["type"] == "partial" for m in cut.messages)
+
+
+def test_a_final_lost_in_flight_with_the_connection_comes_again_on_resume(
+    server: RunningServer, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy drops the connection as the final passes: the client resumes a stream the
+    server has closed, and gets the final again (and no segment twice)."""
+    clip = read_audio(data_dir / "read/jfk.flac")
+    # Uncompressed frames, so that the proxy sees the final go by.
+    monkeypatch.setattr(websockets, "connect", functools.partial(websockets.connect, compression=None))
+
+    async def scenario() -> tuple[StreamResult, CuttingProxy]:
+        async with CuttingProxy(server.port) as proxy:
+            proxy.cut_on = b'"type": "final"'
+            url = f"ws://127.0.0.1:{proxy.port}/v1/stream"
+            return await stream_file(url, clip, resume=True), proxy
+
+    result, proxy = asyncio.run(scenario())
+    assert proxy.cuts == 1
+    assert result.resumes == 1
+    assert result.final is not None
+    assert result.close_code == 1000
+    assert segment_texts(result) == result.final["transcription"]
 
 
 async def handshake(url: str) -> tuple[list[dict[str, Any]], int | None]:

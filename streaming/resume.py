@@ -14,6 +14,9 @@ What the client may have missed is replayed from a journal of the frames that ma
 client says how many ``segment``s it holds (``segments=N``); without it, the server assumes
 the client read every one it wrote before the drop.
 
+A stream that closed after writing its ``final`` is kept a while too (:class:`EndedStreams`):
+the final may have been lost in flight with the connection, and its client resumes to get it.
+
 This module is sans-I/O: :class:`ResumableProtocol` is a :class:`~streaming.wire.Wire`; the
 transport owns the socket, the grace period and the hand-over to a new socket.
 """

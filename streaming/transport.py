@@ -33,7 +33,6 @@ import contextlib
 import functools
 import json
 import logging
-from collections import deque
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -43,58 +42,16 @@ from streaming.clock import Clock
 from streaming.driver import settle
 from streaming.errors import InternalError, ResumeFailed, StreamingError
 from streaming.jobs import Job
+from streaming.outbox import Outbox
 from streaming.resume import UNKNOWN, EndedStream, ResumableProtocol
 from streaming.scheduler import PartialResult, Scheduler, SchedulerStopped
 from streaming.session import Phase, Session
-from streaming.wire import Outgoing, OwnProtocol, Wire
+from streaming.wire import OwnProtocol, Wire
 
 logger = logging.getLogger(__name__)
 
 MAX_QUEUED_FRAMES = 32
 CLOSE_GRACE = 10.0  # seconds a slow reader gets to take its last messages before the close
-
-
-class Outbox:
-    """Frames waiting for the socket, in order; a waiting partial is replaced by a newer one
-    of the same channel (it would be stale by the time the client read it)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._items: deque[Outgoing] = deque()
-        self._changed = asyncio.Event()
-        self._abandoned = False  # its socket is gone: nothing more will be sent
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, frame: Outgoing) -> bool:
-        """Queue a frame; False once more than ``limit`` wait."""
-        if frame.replaces is not None and self._items and self._items[-1].replaces == frame.replaces:
-            self._items[-1] = frame
-        else:
-            self._items.append(frame)
-        self._changed.set()
-        return len(self._items) <= self.limit
-
-    async def get(self) -> Outgoing:
-        while not self._items:
-            self._changed.clear()
-            await self._changed.wait()
-        return self._items[0]
-
-    def sent(self) -> None:
-        self._items.popleft()
-        self._changed.set()
-
-    def abandon(self) -> None:
-        self._abandoned = True
-        self._changed.set()
-
-    async def drained(self) -> None:
-        """Returns once every frame is sent, or the socket is gone."""
-        while self._items and not self._abandoned:
-            self._changed.clear()
-            await self._changed.wait()
 
 
 class Link:

@@ -13,10 +13,11 @@ import pytest
 from streaming import transport
 from streaming.clock import MonotonicClock
 from streaming.config import Config, StreamConfig
+from streaming.outbox import Outbox
 from streaming.scheduler import Scheduler
 from streaming.session import Phase, Session
 from streaming.settings import SessionSettings
-from streaming.transport import Outbox, StreamConnection
+from streaming.transport import StreamConnection
 from streaming.vad import Segmenter
 from streaming.wire import Outgoing
 from tests.fakes import TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone

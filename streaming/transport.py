@@ -12,7 +12,7 @@ frames wait, or while more than half of ``max_buffered_seconds`` of closed utter
 the model: a client that sends faster than the model transcribes is slowed down through TCP
 instead of losing audio. Decode results come back as done-callbacks on the same event loop.
 
-The writer sends the session's messages from a bounded :class:`Outbox`, so the session never
+The writer sends the session's messages from a bounded :class:`~streaming.outbox.Outbox`, so the session never
 waits on a client that does not read: an unsent partial is replaced by a newer one, and when
 more than ``max_unsent_messages`` wait, the stream ends with ``slow_consumer`` (what was
 received is still transcribed and its ``final`` queued; the close follows once the writer has

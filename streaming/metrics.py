@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from streaming.scheduler import SchedulerStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class _Live(Collector):
@@ -80,6 +82,15 @@ class _Live(Collector):
         eager.add_metric(["discarded"], self._eager["discarded"])
         eager.add_metric(["shed"], stats.eager_shed)
         yield eager
+        sizes = HistogramMetricFamily(
+            "streaming_batch_size", "utterances per model call, by kind of decode", labels=["kind"]
+        )
+        for kind in ("final", "partial"):
+            counts = {size: n for (k, size), n in stats.batch_sizes.items() if k == kind}
+            buckets = [(str(b), sum(n for size, n in counts.items() if size <= b)) for b in BATCH_BUCKETS]
+            buckets.append(("+Inf", sum(counts.values())))
+            sizes.add_metric([kind], buckets, sum_value=sum(size * n for size, n in counts.items()))
+        yield sizes
         queued = GaugeMetricFamily("streaming_queued", "decodes waiting for the model", labels=["kind"])
         queued.add_metric(["final"], stats.queued_finals)
         queued.add_metric(["partial"], stats.queued_partials)
@@ -115,6 +126,33 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+
+        self._final_latency = Histogram(
+            "streaming_final_latency_seconds",
+            "from the arrival of an utterance's last speech to its last words sent (segment)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._first_partial = Histogram(
+            "streaming_first_partial_latency_seconds",
+            "from the arrival of an utterance's first speech to its first partial sent",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._audio = Counter(
+            "streaming_audio_seconds", "seconds of audio received by streams", registry=self.registry
+        )
+
+    # The session's observer (streaming.timing.Observer)
+
+    def audio_received(self, seconds: float) -> None:
+        self._audio.inc(seconds)
+
+    def final_latency(self, seconds: float) -> None:
+        self._final_latency.observe(seconds)
+
+    def first_partial_latency(self, seconds: float) -> None:
+        self._first_partial.observe(seconds)
 
     def stream_closed(self, eager_used: int, eager_discarded: int) -> None:
         self._eager["used"] += eager_used

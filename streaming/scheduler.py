@@ -40,7 +40,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from streaming.clock import Clock, MonotonicClock
@@ -73,6 +73,7 @@ class SchedulerStats:
     model_seconds: float = 0.0
     queued_finals: int = 0
     queued_partials: int = 0
+    batch_sizes: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, size) -> calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +295,8 @@ class Scheduler:
             stats.batches += 1
             stats.batched_items += len(batch)
             stats.largest_batch = max(stats.largest_batch, len(batch))
+            key = (batch[0].job.kind, len(batch))
+            stats.batch_sizes[key] = stats.batch_sizes.get(key, 0) + 1
             stats.model_seconds += sum(r.seconds for r in results)
             for waiting in batch:
                 if waiting.job.kind == "final":

@@ -119,6 +119,8 @@ class Services:
             settings=settings,
             new_segmenter=lambda: Segmenter(self.make_scorer(), vad),
             clock=self.clock,
+            # A whole file's latencies are not a stream's: they stay out of the histograms.
+            observer=None if whole_file else self.metrics,
         )
 
     async def refuse(self, websocket: WebSocket, exc: StreamingError, how: Refusal = refuse) -> None:

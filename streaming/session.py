@@ -51,6 +51,7 @@ from streaming.jobs import Job, JobKind
 from streaming.messages import Transcript
 from streaming.sentences import SentenceCutter, join_sentences
 from streaming.settings import SessionSettings
+from streaming.timing import Observer, Timing
 from streaming.track import Outcome, Track, TrackStats
 from streaming.vad import Segmenter
 
@@ -74,6 +75,7 @@ class Session:
         settings: SessionSettings,
         new_segmenter: Callable[[], Segmenter],
         clock: Clock,
+        observer: Observer | None = None,
     ) -> None:
         self.id = session_id
         self.stream = stream
@@ -105,6 +107,7 @@ class Session:
         self._transcripts: list[Transcript] = []
         self._model_seconds = 0.0
         self._received_bytes = 0
+        self._timing = Timing(observer)  # latencies and audio received, for the metrics
         self._max_samples = round(settings.max_session_seconds * SAMPLE_RATE)
         self._max_buffered = round(settings.max_buffered_seconds * SAMPLE_RATE)
         self._outbox.append(events.Ready(session_id, self._effective_config()))
@@ -275,6 +278,7 @@ class Session:
     def events_to_send(self) -> list[events.Event]:
         """What happened since the last call, for a protocol adapter to render."""
         out, self._outbox = self._outbox, []
+        self._timing.saw(out, self._clock.now())
         return out
 
     def messages_to_send(self) -> list[messages.ServerMessage]:
@@ -344,6 +348,7 @@ class Session:
         if too_long:
             samples = samples[: max(room, 0)]
         self._push(samples)
+        self._timing.arrived(self._received_samples(), self._clock.now())
         if too_long:
             self._finish(
                 SessionTooLong(

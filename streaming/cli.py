@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from streaming import logs
 from streaming.config import Config, bool_word
 from streaming.errors import ModelError
 from streaming.models import resolve_model
@@ -106,6 +107,8 @@ def uvicorn_config(config: Config, app: Any) -> Any:
         host=config.host,
         port=config.port,
         log_level=config.log_level,
+        # In JSON, uvicorn's lines go through our handler too (its own config prints text).
+        log_config=None if config.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         lifespan="on",
         # Frames above max_frame_bytes get our typed error; far larger ones (base64 grows
         # them by a third) are refused by the protocol layer with 1009.
@@ -126,6 +129,8 @@ def uvicorn_config(config: Config, app: Any) -> Any:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
+    for name, level in logs.parse_levels(config.log_levels).items():  # after uvicorn's own
+        logging.getLogger(name).setLevel(level.upper())
     return settings
 
 
@@ -135,12 +140,7 @@ def serve(config: Config) -> int:
     from streaming.app import Lifecycle, create_app
     from streaming.server import DrainingServer
 
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    # faster-whisper logs every decode at INFO: one line per utterance is noise here.
-    logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.root.level))
+    logs.configure(config.log_level, config.log_format, logs.parse_levels(config.log_levels))
     log = logging.getLogger("streaming")
     # The protocol choice in uvicorn_config is deliberate; don't print its deprecation at start.
     warnings.filterwarnings("ignore", "websockets.legacy is deprecated", DeprecationWarning)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from streaming.errors import InvalidParameter
+from streaming.logs import LEVELS, parse_levels
 
 Encoding = Literal["pcm_s16le", "pcm_f32le", "mulaw", "alaw"]
 Task = Literal["transcribe", "translate"]
@@ -42,7 +43,18 @@ class Config:
     # Serving
     host: str = _opt("127.0.0.1", "address to bind; loopback unless told otherwise")
     port: int = _opt(8000, "port to bind")
-    log_level: str = _opt("info", "log level", choices=("critical", "error", "warning", "info", "debug"))
+    log_level: str = _opt("info", "log level", choices=LEVELS)
+    log_format: str = _opt(
+        "text",
+        "'text' for a terminal, 'json' for a log pipeline: one object per line with time, level, "
+        "logger, message and the stream's session_id",
+        choices=("text", "json"),
+    )
+    log_levels: tuple[str, ...] = _opt(
+        (),
+        "levels per module, MODULE=LEVEL, repeat or separate with commas "
+        "(streaming.transport=debug,uvicorn.access=warning)",
+    )
 
     # Who may connect
     api_key: tuple[str, ...] = _opt(
@@ -213,6 +225,10 @@ class Config:
             choices = f.metadata.get("choices")
             if choices is not None:
                 checks.append((getattr(self, f.name) in choices, f"{f.name} must be one of {choices}"))
+        try:
+            parse_levels(self.log_levels)
+        except ValueError as exc:
+            checks.append((False, str(exc)))
         errors = [message for ok, message in checks if not ok]
         if errors:
             raise ValueError("invalid configuration: " + "; ".join(errors))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
-from streaming import deepgram, realtime
+from streaming import deepgram, logs, realtime
 from streaming.auth import deny
 from streaming.config import StreamConfig, parse_stream_config
 from streaming.errors import InvalidParameter, NotReady, ResumeFailed, StreamingError
@@ -71,6 +71,7 @@ async def resume_stream(websocket: WebSocket, found: Services, query: dict[str, 
     except (InvalidParameter, ResumeFailed) as exc:
         await found.refuse(websocket, exc)
         return
+    logs.session_id.set(request.session_id)
     await websocket.accept()
     found.metrics.resumes.labels("resumed").inc()
     if ended is not None:  # its final was written as the connection dropped: send it again
@@ -219,6 +220,7 @@ async def serve(
         return
     wire = new_wire()
     session = wire.session
+    logs.session_id.set(session.id)  # on every line this stream's work logs from here on
     connection = StreamConnection(
         session, found.scheduler, found.clock, stop=lifecycle.stop, wire=wire, grace=found.config.resume_grace
     )

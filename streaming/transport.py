@@ -219,7 +219,8 @@ class StreamConnection:
                 future.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._close_frame is not None:  # what the client saw: the wire's code and reason
-            logger.info("session %s closed with %d %s", session.id, *self._close_frame)
+            code, reason = self._close_frame
+            logger.info("session %s closed with %d%s", session.id, code, f" {reason}" if reason else "")
         else:
             logger.info("session %s ended without a close frame (%s)", session.id, session.close_code)
 

@@ -17,6 +17,8 @@ def sample(field: dataclasses.Field) -> tuple[str, object]:
         value = next(c for c in choices if c != field.default)
         return value, value
     default = field.default
+    if field.name == "log_levels":  # its items have a form: MODULE=LEVEL
+        return "streaming=debug, uvicorn=warning", ("streaming=debug", "uvicorn=warning")
     if isinstance(default, tuple):
         return "first, second", ("first", "second")
     if isinstance(default, bool):

@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 MAX_QUEUED_FRAMES = 32
 CLOSE_GRACE = 10.0  # seconds a slow reader gets to take its last messages before the close
+CLIENT_LEFT = frozenset({1000, 1001})  # closes from a client that will not resume
+READER_GRACE = 1.0  # seconds a failed send waits for the reader to say how the client went
 
 
 class Link:
@@ -189,7 +191,7 @@ class StreamConnection:
                     # Its final is delivered, or kept for a resume while the grace lasts.
                     if self._link is not None and await self._close(self._link):
                         break
-                    if self._link is None and not self._keeping():
+                    if self._link is None and not (self._dropped_at is not None and self._keeping()):
                         break
                 event = await self._next_event()
                 if event is None:
@@ -276,7 +278,8 @@ class StreamConnection:
         self._retire(link)
         self._link = None
         self._dropped_at = None
-        if self._keeping():
+        # A client that closes with 1000 or 1001 (a page that goes away) meant to leave.
+        if self._keeping() and code not in CLIENT_LEFT:
             self._dropped_at = self._clock.now()
             logger.info(
                 "session %s: connection lost (%d); kept %g s for a resume", session.id, code, self._grace
@@ -368,10 +371,14 @@ class StreamConnection:
             try:
                 await link.ws.send_text(frame.text)
             except (WebSocketDisconnect, RuntimeError, OSError):
-                # The client is gone; the reader reports the disconnect.
                 link.connected = False
                 link.outbox.abandon()
-                self._inbox.put_nowait(_Disconnected(link, 1006))
+                # The reader reports how the client went (a close it chose, 1000, is not a
+                # drop to keep the stream for); if it cannot tell at once, the socket dropped.
+                reader = link.tasks[0]
+                await asyncio.wait([reader], timeout=READER_GRACE)
+                if not reader.done():
+                    self._inbox.put_nowait(_Disconnected(link, 1006))
                 return
             if frame.segment is not None:
                 self._segments_written = frame.segment

@@ -179,9 +179,12 @@ class ScriptedSocket:
     """A client's socket: sends its frames, records what it receives; ``drop_after`` frames
     in, the connection is gone (no close frame)."""
 
-    def __init__(self, frames: list[bytes | str], drop_after: int | None = None) -> None:
+    def __init__(
+        self, frames: list[bytes | str], drop_after: int | None = None, drop_code: int = 1006
+    ) -> None:
         self.frames: deque[bytes | str] = deque(frames)
         self.drop_after = drop_after
+        self.drop_code = drop_code
         self.received: list[dict[str, Any]] = []
         self.close_code: int | None = None
         self.taken = 0
@@ -191,7 +194,7 @@ class ScriptedSocket:
         await asyncio.sleep(0.002)
         if self.drop_after is not None and self.taken >= self.drop_after:
             self.spent.set()
-            return {"type": "websocket.disconnect", "code": 1006}
+            return {"type": "websocket.disconnect", "code": self.drop_code}
         if not self.frames:
             self.spent.set()
             await asyncio.Event().wait()
@@ -334,3 +337,13 @@ def test_an_ended_stream_is_kept_for_the_grace_and_at_most_limit_of_them() -> No
     assert kept.find("b") is None
     assert kept.find("c") is ended
     assert len(kept) == 1
+
+
+@pytest.mark.parametrize("code", [1000, 1001])
+async def test_a_client_that_closes_on_purpose_is_not_waited_for(code: int) -> None:
+    first = ScriptedSocket(chunks(speech(2)), drop_after=10, drop_code=code)
+    started = asyncio.get_running_loop().time()
+    connection, session = await run_stream([first], grace=30.0)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert not connection.expired
+    assert session.phase is Phase.CLOSED

@@ -298,9 +298,10 @@ class _Stream:
         resumed = message.get("resumed")
         if resumed is not None:
             self.result.resumes += 1
-            self._resend = self.unacked.since(resumed["audio_bytes"])
-            self.result.resent_bytes += sum(map(len, self._resend))
             self._end_sent = resumed["ended"]
+            # An ended stream takes no more audio: it had all of it before the end.
+            self._resend = [] if self._end_sent else self.unacked.since(resumed["audio_bytes"])
+            self.result.resent_bytes += sum(map(len, self._resend))
         else:
             self._resend = []
         self._ready.set()

@@ -130,6 +130,40 @@ def test_a_final_lost_in_flight_with_the_connection_comes_again_on_resume(
     assert segment_texts(result) == result.final["transcription"]
 
 
+def test_a_drop_right_after_the_end_resends_no_audio(
+    server: RunningServer, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy drops the connection as the ack of ``end`` passes (5.23 s of audio: no
+    periodic ack holds all of it): the stream has ended, so the client must resend neither
+    audio nor ``end`` (either would be an unexpected message), and gets its final cleanly."""
+    whole = read_audio(data_dir / "read/jfk.flac")
+    clip = Recording(whole.samples[: int(5.23 * whole.sample_rate)], whole.sample_rate)
+    total = len(clip.samples) * 2  # pcm_s16le, mono
+    monkeypatch.setattr(websockets, "connect", functools.partial(websockets.connect, compression=None))
+
+    resumed: list[dict[str, Any]] = []
+
+    def on_message(message: dict[str, Any]) -> None:
+        if message["type"] == "ready" and "resumed" in message:
+            resumed.append(message["resumed"])
+
+    async def scenario() -> tuple[StreamResult, CuttingProxy]:
+        async with CuttingProxy(server.port) as proxy:
+            proxy.cut_on = f'"audio_bytes": {total},'.encode()
+            url = f"ws://127.0.0.1:{proxy.port}/v1/stream"
+            return await stream_file(url, clip, resume=True, on_message=on_message), proxy
+
+    result, proxy = asyncio.run(scenario())
+    assert proxy.cuts == 1
+    assert resumed[0]["ended"] is True
+    assert resumed[0]["audio_bytes"] == total
+    assert result.resumes == 1
+    assert result.errors == []
+    assert result.final is not None
+    assert result.close_code == 1000
+    assert result.resent_bytes == 0
+
+
 async def handshake(url: str) -> tuple[list[dict[str, Any]], int | None]:
     received = []
     async with websockets.connect(url, open_timeout=30) as ws:

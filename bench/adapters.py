@@ -19,11 +19,8 @@ import argparse
 import asyncio
 import base64
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ import numpy as np
 import soxr
 import websockets
 
+from bench import provenance
 from bench.latency import ROOT, longform, pct, send_time
 from streaming.testing import free_port, serve_process
 from tests.wer import wer
@@ -144,8 +142,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        **provenance(),
         "file": f"LJ001-{args.longform} joined",
         "audio_seconds": recording.duration,
         "rounds": runs,

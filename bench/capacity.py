@@ -28,20 +28,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import shlex
 import statistics
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from bench import provenance
 from bench.latency import DATA, FILE, ROOT, pct, utterance_latencies
 from clients.stream import Recording, StreamResult, read_audio, stream_file
 from streaming.testing import free_port, serve_process
@@ -267,8 +265,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=60)
     report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **provenance(),
         "model": args.model,
         "audio": args.call or FILE,
         "server_args": " ".join(flags),

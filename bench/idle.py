@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-from datetime import date
 from typing import Any
 
 import numpy as np
 import psutil
 
+from bench import provenance
 from bench.latency import ROOT
 from streaming.testing import free_port, serve_process
 
@@ -82,8 +80,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=60)
     report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **provenance(),
         "model": args.model,
         "sessions": args.sessions,
         "rss_before_mib": rss0 / 2**20,

@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import time
 from bisect import bisect_left
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench import provenance
 from clients.stream import Recording, read_audio, stream_file
 from streaming.testing import free_port, serve_process
 from tests.wer import wer
@@ -186,8 +184,7 @@ def main() -> None:
     final = result.final
     assert final is not None, result.errors
     report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        **provenance(),
         "model": args.model,
         "file": f"LJ001-{args.longform} joined" if args.longform else FILE,
         "serve_flags": args.serve_flag,

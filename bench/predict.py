@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import platform
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jiwer
 
+from bench import provenance
 from streaming.testing import free_port, serve_process
 from tests.wer import normalise
 
@@ -107,8 +105,7 @@ def main() -> None:
     }
     worse = sorted(rows, key=lambda r: r["offline_wer"] - r["predict_wer"])
     report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        **provenance(),
         "model": args.model,
         "serve_flags": args.serve_flag,
         "clips": len(rows),

@@ -22,17 +22,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
 import time
 import urllib.request
-from datetime import date
 from typing import Any
 
 import numpy as np
 import psutil
 
+from bench import provenance
 from bench.latency import ROOT, latencies, longform, pct
 from clients.stream import stream_file
 from streaming.testing import free_port, serve_process
@@ -172,8 +170,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=60)
     report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **provenance(),
         "model": args.model,
         "longform": args.longform,
         "cuts": args.cuts,

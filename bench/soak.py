@@ -17,11 +17,8 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
-import platform
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ import numpy as np
 import psutil
 import websockets
 
+from bench import provenance
 from bench.capacity import scrape
 from bench.latency import DATA, ROOT
 from clients.stream import Recording, read_audio, stream_file
@@ -148,8 +146,7 @@ def main() -> None:
         index = min(int((s["at"] - started) / (deadline - started) * 4), 3)
         quarters[index].append(s["seconds"] - s["audio"])  # time past the audio's own length
     report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **provenance(),
         "minutes": args.minutes,
         "streams": args.streams,
         "sessions_completed": len(sessions),

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming import subtitles
+from streaming.config import StreamConfig
 
 CHUNK_SECONDS = 0.1
 
@@ -190,7 +191,7 @@ async def stream_file(
     }
     if resume:
         query["resumable"] = "true"
-    frame_bytes = recording.channels * {"pcm_s16le": 2, "pcm_f32le": 4}.get(encoding, 1)
+    frame_bytes = recording.channels * StreamConfig(encoding=encoding).bytes_per_sample  # type: ignore[arg-type]
     # Without resume nothing is acknowledged, and nothing is kept.
     limit = max(int(max_unacked_seconds * recording.sample_rate), 1) * frame_bytes if resume else None
     source = chunks(recording, encoding, realtime=realtime, speed=speed)

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streaming import events
+from streaming import events, messages
 from streaming.clock import Clock
 from streaming.errors import InvalidParameter, ResumeFailed
 from streaming.session import Phase, Session
@@ -190,21 +190,19 @@ class ResumableProtocol(OwnProtocol):
     def messages_to_send(self) -> list[Outgoing]:
         # The ack first: it answers the frame just taken, before what that frame brought about
         # (the final, after an end).
-        out = [self._ack()] if self._ack_due else []
-        for event in self.session.events_to_send():
-            message = events.to_message(event)
-            if message is None:
-                continue
-            text = json.dumps(message, ensure_ascii=False)
-            if isinstance(event, events.Ready):
-                self._ready = {**message, "resume_token": self.journal.token}
-                out.append(Outgoing(json.dumps(self._ready, ensure_ascii=False)))
-            elif isinstance(event, events.Partial):
-                out.append(Outgoing(text, f"partial:{event.channel}"))
-            else:
-                self._final |= isinstance(event, events.Final)
-                out.append(self.journal.record(text, segment=isinstance(event, events.Segment)))
-        return out
+        ack = [self._ack()] if self._ack_due else []
+        return ack + super().messages_to_send()
+
+    def frame(self, event: events.Event, message: messages.ServerMessage) -> Outgoing:
+        if isinstance(event, events.Ready):
+            self._ready = {**message, "resume_token": self.journal.token}
+            return Outgoing(json.dumps(self._ready, ensure_ascii=False))
+        if isinstance(event, events.Partial):
+            return super().frame(event, message)
+        # Segments, errors and the final: kept for a resume to replay.
+        self._final |= isinstance(event, events.Final)
+        text = json.dumps(message, ensure_ascii=False)
+        return self.journal.record(text, segment=isinstance(event, events.Segment))
 
     def _ack(self) -> Outgoing:
         self._ack_due = False

@@ -63,13 +63,13 @@ class OwnProtocol:
         self.session.receive_text(text)
 
     def messages_to_send(self) -> list[Outgoing]:
-        out = []
-        for event in self.session.events_to_send():
-            message = events.to_message(event)
-            if message is not None:
-                key = f"partial:{event.channel}" if isinstance(event, events.Partial) else None
-                out.append(Outgoing(json.dumps(message, ensure_ascii=False), key))
-        return out
+        rendered = ((event, events.to_message(event)) for event in self.session.events_to_send())
+        return [self.frame(event, message) for event, message in rendered if message is not None]
+
+    def frame(self, event: events.Event, message: messages.ServerMessage) -> Outgoing:
+        """The frame that carries ``event`` as ``message``."""
+        key = f"partial:{event.channel}" if isinstance(event, events.Partial) else None
+        return Outgoing(json.dumps(message, ensure_ascii=False), key)
 
     def close_frame(self) -> tuple[int, str]:
         error = self.session.error

@@ -88,8 +88,9 @@ class CuttingProxy:
         with contextlib.suppress(ConnectionError, OSError):
             while pair in self._pairs:
                 data = await reader.read(65536)
-                if not data:
-                    writer.write_eof() if writer.can_write_eof() else None
+                if not data:  # one side closed: pass the close on
+                    if writer.can_write_eof():
+                        writer.write_eof()
                     return
                 if downstream and self.cut_on is not None and self.cut_on in data:
                     self.cut_on = None

@@ -42,11 +42,17 @@ def run_with_arrivals(h: Harness, audio: np.ndarray) -> list[tuple[float, float]
     seen = 0
     for i in range(0, len(audio), step):
         h.audio(audio[i : i + step])
-        segments = h.of_type("segment")
-        for m in segments[seen:]:
-            out += [(w["end"], h.clock.now()) for w in m["segment"]["words"]]  # type: ignore[typeddict-item]
-        seen = len(segments)
+        seen = take_arrivals(h, seen, out)
     return out
+
+
+def take_arrivals(h: Harness, seen: int, out: list[tuple[float, float]]) -> int:
+    """Add (word end, now) for every word of the segments after the first ``seen``; returns
+    how many segments there are now."""
+    segments = h.of_type("segment")
+    for m in segments[seen:]:
+        out += [(w["end"], h.clock.now()) for w in m["segment"]["words"]]  # type: ignore[typeddict-item]
+    return len(segments)
 
 
 def test_speech_with_no_pause_gets_every_word_within_the_bound() -> None:
@@ -320,10 +326,7 @@ def run_with_decode_time(h: Harness, audio: np.ndarray, decode: float) -> list[t
             h.session.receive_result(job.ticket, h.engine.transcribe(job.clip, job.options))
         h.sent += h.session.messages_to_send()
         running += [(h.clock.now() + decode, job) for job in h.session.jobs_to_start()]
-        segments = h.of_type("segment")
-        for m in segments[seen:]:
-            out += [(w["end"], h.clock.now()) for w in m["segment"]["words"]]  # type: ignore[typeddict-item]
-        seen = len(segments)
+        seen = take_arrivals(h, seen, out)
     return out
 
 

@@ -154,9 +154,13 @@ class _Channel:
     """What the adapter remembers of one channel between events."""
 
     unended_words: bool = False  # final words since the last speech_final
+    unreported_words: bool = False  # final words since the last UtteranceEnd
     last_word_end: int = 0
     speaking: bool = False
-    utterance_end_at: int | None = None  # stream sample at which UtteranceEnd is due
+    decoding: bool = False  # speech stopped that no UtteranceDone has answered yet
+    # UtteranceEnd is due once utterance_end_ms of audio follow the last word: armed when
+    # the channel's words are all in and no speech goes on.
+    armed: bool = False
     results: list[dict[str, Any]] = field(default_factory=list)  # final Results of this batch
 
 
@@ -224,6 +228,7 @@ class DeepgramAdapter:
                 results = self._results(index, transcript, final=True)
                 channel.results.append(results)
                 channel.unended_words = True
+                channel.unreported_words = True
                 if transcript.words:
                     channel.last_word_end = transcript.words[-1].end
                 return [(results, None)]
@@ -231,13 +236,20 @@ class DeepgramAdapter:
                 return self._speech_final(index, end)
             case events.SpeechStarted(index, at):
                 self._channels[index].speaking = True
-                self._channels[index].utterance_end_at = None
+                self._channels[index].armed = False
                 if not self.options.vad_events:
                     return []
                 channel_index = [index, len(self._channels)]
                 return [({"type": "SpeechStarted", "channel": channel_index, "timestamp": seconds(at)}, None)]
-            case events.SpeechStopped(index, _, _):
-                self._channels[index].speaking = False
+            case events.SpeechStopped(index, _, _, kept):
+                channel = self._channels[index]
+                channel.speaking = False
+                if kept:
+                    channel.decoding = True
+                elif not channel.decoding:
+                    # A blip too short to be an utterance brings no UtteranceDone; if one came
+                    # during the blip, it could not arm.
+                    channel.armed = channel.unreported_words
             case events.Flushed():
                 return self._from_finalize()
             case events.Failed(error):
@@ -248,13 +260,15 @@ class DeepgramAdapter:
 
     def _speech_final(self, index: int, end: int) -> list[tuple[dict[str, Any], str | None]]:
         channel = self._channels[index]
+        channel.decoding = False
+        # Armed by whatever utterance is done with no speech going on, not only one that
+        # brought words: under load, one final decode can commit the words of the next
+        # utterance too, while it is spoken, and that utterance is then done with none.
+        if channel.unreported_words and not channel.speaking:
+            channel.armed = True
         if not channel.unended_words:
             return []
         channel.unended_words = False
-        if self.options.utterance_end_ms is not None and not channel.speaking:
-            channel.utterance_end_at = (
-                channel.last_word_end + self.options.utterance_end_ms * SAMPLE_RATE // 1000
-            )
         if channel.results:
             channel.results[-1]["speech_final"] = True  # not written yet: it is in this batch
             return []
@@ -273,12 +287,14 @@ class DeepgramAdapter:
         return [(empty, None)]
 
     def _utterance_ends(self) -> list[tuple[dict[str, Any], str | None]]:
+        if self.options.utterance_end_ms is None:
+            return []
         received = self.session.received_samples
+        gap = self.options.utterance_end_ms * SAMPLE_RATE // 1000
         out: list[tuple[dict[str, Any], str | None]] = []
         for index, channel in enumerate(self._channels):
-            due = channel.utterance_end_at
-            if due is not None and received >= due and not channel.speaking:
-                channel.utterance_end_at = None
+            if channel.armed and received >= channel.last_word_end + gap:
+                channel.armed = channel.unreported_words = False
                 message = {
                     "type": "UtteranceEnd",
                     "channel": [index, len(self._channels)],

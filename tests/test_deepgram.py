@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -22,10 +22,12 @@ from deepgram.listen.v1.types import (
 )
 
 from clients.stream import Recording, read_audio
+from streaming import events
 from streaming.clock import ManualClock
 from streaming.config import Config
 from streaming.deepgram import DeepgramAdapter, parse_listen_query
 from streaming.errors import InvalidParameter
+from streaming.messages import Transcript, Word
 from streaming.session import Session
 from streaming.settings import SessionSettings
 from streaming.vad import Segmenter
@@ -261,6 +263,77 @@ def test_vad_events_announce_speech_and_keepalive_is_quiet() -> None:
     assert [m["type"] for m in sent] == ["SpeechStarted"]
     assert 0.2 <= sent[0]["timestamp"] <= 0.35
     assert sent[0]["channel"] == [0, 1]
+
+
+class ScriptedSession:
+    """What the adapter reads of a session when it writes: its events, and the audio received.
+    The events are scripted to a real order that a loaded server produces."""
+
+    def __init__(self) -> None:
+        self.events: list[events.Event] = []
+        self.received_samples = 0
+        self.settings = SessionSettings.from_config(Config(), "tiny.en")
+
+    def events_to_send(self) -> list[events.Event]:
+        out, self.events = self.events, []
+        return out
+
+
+def test_utterance_end_comes_when_one_final_decode_committed_the_next_utterance_too() -> None:
+    # Under load the final decode of one utterance ran while the next was spoken and heard its
+    # words, so that one was done with no words of its own; 1 s after the last word, with no
+    # speech going on, UtteranceEnd still comes (CI saw it missing once).
+    script = ScriptedSession()
+    dg = DeepgramAdapter(cast(Session, script), options(utterance_end_ms="1000"))
+    rate = 16000
+    words = (Word("ask", 3 * rate, 4 * rate, 0.9), Word("country.", 9 * rate, 10 * rate, 0.9))
+    script.received_samples = 9 * rate
+    script.events = [
+        events.SpeechStarted(0, 3 * rate),
+        events.SpeechStopped(0, 3 * rate, 5 * rate),
+        events.SpeechStarted(0, 6 * rate),
+        events.Segment(0, Transcript(start=3 * rate, end=10 * rate, text="ask country.", words=words)),
+        events.UtteranceDone(0, 3 * rate, 5 * rate),  # done while the next is spoken: not armed
+    ]
+    assert [m["type"] for m in map(json.loads, (o.text for o in dg.messages_to_send()))] == ["Results"]
+    script.received_samples = 10 * rate + rate // 2
+    script.events = [
+        events.SpeechStopped(0, 6 * rate, 10 * rate),
+        events.UtteranceDone(0, 6 * rate, 10 * rate),
+    ]
+    assert dg.messages_to_send() == []  # half a second after the last word
+    script.received_samples = 11 * rate
+    sent = [json.loads(o.text) for o in dg.messages_to_send()]
+    assert sent == [{"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 10.0}]
+    script.received_samples = 20 * rate
+    assert dg.messages_to_send() == []  # once
+
+
+def test_utterance_end_comes_after_a_blip_too_short_to_be_an_utterance() -> None:
+    # The last utterance was done while a blip of noise was "speech"; the blip brings no
+    # UtteranceDone of its own, and its end arms UtteranceEnd. A blip while an utterance is
+    # still decoding arms nothing: that utterance's words are not in yet.
+    script = ScriptedSession()
+    dg = DeepgramAdapter(cast(Session, script), options(utterance_end_ms="1000"))
+    rate = 16000
+    word = Word("country.", 1 * rate, 2 * rate, 0.9)
+    script.received_samples = 3 * rate
+    script.events = [
+        events.SpeechStarted(0, 1 * rate),
+        events.SpeechStopped(0, 1 * rate, 2 * rate),
+        events.SpeechStarted(0, rate * 5 // 2),
+        events.SpeechStopped(0, rate * 5 // 2, rate * 26 // 10, kept=False),  # still decoding
+    ]
+    assert dg.messages_to_send() == []
+    script.events = [
+        events.SpeechStarted(0, rate * 28 // 10),
+        events.Segment(0, Transcript(start=1 * rate, end=2 * rate, text="country.", words=(word,))),
+        events.UtteranceDone(0, 1 * rate, 2 * rate),
+    ]
+    assert [json.loads(o.text)["type"] for o in dg.messages_to_send()] == ["Results"]
+    script.events = [events.SpeechStopped(0, rate * 28 // 10, 3 * rate, kept=False)]
+    sent = [json.loads(o.text) for o in dg.messages_to_send()]
+    assert sent == [{"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 2.0}]
 
 
 # ---------------------------------------------------------------------------- pipecat

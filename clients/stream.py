@@ -97,6 +97,7 @@ class StreamResult:
     close_code: int | None = None
     resumes: int = 0  # connections that dropped and were resumed
     resent_bytes: int = 0  # audio sent again after resumes (the server had not received it)
+    restarts: int = 0  # starts refused by a stopping replica, and tried again (RETRY_ELSEWHERE)
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -162,6 +163,11 @@ class Unacked:
 # server restarting). Any other close was the server's decision, and its error says why.
 RESUMABLE_CLOSES = frozenset({1001, 1005, 1006, 1011, 1012, 1014})
 RESUME_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0)  # about the server's grace
+# Refusals before `ready` that another replica behind the same address would not give: the
+# one the balancer chose is stopping and has not left its rotation yet. Such a stream is
+# started again; nothing was taken, and a resumable stream still holds all its audio.
+RETRY_ELSEWHERE = frozenset({"shutting_down"})
+RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)  # a balancer's health check notices within this
 
 
 async def stream_file(
@@ -222,12 +228,14 @@ class _Stream:
         self._segments = 0
         self._ready = asyncio.Event()
         self._resend: list[bytes] = []
+        self._restarted = False  # a refused start was tried again: the audio so far goes first
 
     async def run(self, url: str, query: dict[str, str], resume: bool) -> StreamResult:
         import websockets
 
         target = f"{url}?{urllib.parse.urlencode(query)}"
         delays = iter(RESUME_DELAYS)
+        retries = iter(RETRY_DELAYS)
         while True:
             self._ready.clear()
             try:
@@ -237,6 +245,15 @@ class _Stream:
                     raise
                 code = 1006  # the server or the network is not back yet
             self.result.close_code = code
+            if resume and self._refused_elsewhere():
+                retry = next(retries, None)
+                if retry is not None:
+                    self.result.messages.pop()  # that replica's refusal: another takes the stream
+                    self.result.arrivals.pop()
+                    self._restarted = True
+                    self.result.restarts += 1
+                    await asyncio.sleep(retry)
+                    continue
             if self._ready.is_set():
                 delays = iter(RESUME_DELAYS)  # it was up: the next drop starts the backoff afresh
             finished = self.result.final is not None or bool(self.result.errors)
@@ -249,6 +266,13 @@ class _Stream:
             session_id, token = self._session
             resumed = {"resume": session_id, "resume_token": token, "segments": str(self._segments)}
             target = f"{url}?{urllib.parse.urlencode(resumed)}"
+
+    def _refused_elsewhere(self) -> bool:
+        """Was this connection refused before `ready`, for a reason of that replica's own?"""
+        if self._ready.is_set() or self._session is not None or not self.result.messages:
+            return False
+        last = self.result.messages[-1]
+        return last["type"] == "error" and last["code"] in RETRY_ELSEWHERE
 
     async def _connection(self, target: str) -> int:
         """One connection, until it closes; its close code (1006 if it just dropped)."""
@@ -303,12 +327,12 @@ class _Stream:
             # An ended stream takes no more audio: it had all of it before the end.
             self._resend = [] if self._end_sent else self.unacked.since(resumed["audio_bytes"])
             self.result.resent_bytes += sum(map(len, self._resend))
-        else:
-            self._resend = []
+        else:  # a new stream: everything sent to a replica that refused it goes again
+            self._resend = self.unacked.since(0) if self._restarted else []
         self._ready.set()
 
     async def _send(self, ws: Any, receiver: asyncio.Task[None]) -> None:
-        if self._session is not None:  # resuming: first what the server did not get
+        if self._session is not None or self._restarted:  # first what the server did not get
             ready = asyncio.ensure_future(self._ready.wait())
             await asyncio.wait((ready, receiver), return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()

@@ -1,0 +1,267 @@
+"""Three real replicas (``python -m streaming serve``) behind a real HAProxy (Debian's package)
+running deploy/haproxy.cfg as shipped, on loopback: streams spread over the replicas, a full
+fleet refuses in our protocol, and a replica stopped mid-stream finishes its streams while new
+ones go to the others. Then the same replicas behind a real nginx running deploy/nginx.conf."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import csv
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clients.stream import StreamResult, read_audio, stream_file
+from streaming.testing import free_port, serve_process, wait_until_healthy
+from tests.wer import wer
+
+pytestmark = pytest.mark.model
+
+CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
+PER_REPLICA = 4  # max_sessions of each replica
+# Eight LJ Speech clips of 3 to 5 s (short: twelve real-time streams share two cores here).
+CLIPS = [f"ljspeech/LJ001-{n:04d}.flac" for n in (43, 84, 95, 37, 54, 94, 114, 135, 79, 11, 81, 53)]
+
+
+@dataclass
+class Fleet:
+    replicas: dict[str, subprocess.Popen[bytes]]  # HAProxy's server name -> process
+    ports: dict[str, int]
+    url: str
+    stats_socket: Path
+
+    def stats(self) -> list[dict[str, str]]:
+        """HAProxy's ``show stat``, one row per proxy and server."""
+        return list(csv.DictReader(io.StringIO(self.command("show stat").lstrip("# "))))
+
+    def sessions(self) -> dict[str, int]:
+        """Connections HAProxy sent to each replica so far, over both backends."""
+        out = dict.fromkeys(self.replicas, 0)
+        for row in self.stats():
+            if row["svname"] in out:
+                out[row["svname"]] += int(row["stot"])
+        return out
+
+    def command(self, line: str) -> str:
+        """One command on HAProxy's admin socket."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.stats_socket))
+            sock.sendall(line.encode() + b"\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data.decode()
+
+    def set_state(self, server: str, state: str) -> None:
+        for backend in ("streaming", "alive"):
+            assert self.command(f"set server {backend}/{server} state {state}").strip() == ""
+
+    def status(self, server: str) -> str:
+        return next(r["status"] for r in self.stats() if r["pxname"] == "streaming" and r["svname"] == server)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    names = ("r1", "r2", "r3")
+    ports = {name: free_port() for name in names}
+    flags = ("--max-sessions", str(PER_REPLICA), "--drain-timeout", "60", "--workers", "1")
+    with ThreadPoolExecutor(len(names)) as pool:
+        started = list(pool.map(lambda port: serve_process(port, *flags), ports.values()))
+    replicas = dict(zip(names, started, strict=True))
+    try:
+        with _haproxy(ports, tmp_path_factory.mktemp("haproxy")) as (url, stats_socket):
+            found = Fleet(replicas, ports, url, stats_socket)
+            _wait_for(lambda: all(found.status(n) == "UP" for n in names), 10, "every replica UP")
+            yield found
+    finally:
+        for process in replicas.values():
+            process.kill()
+            process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def _haproxy(ports: dict[str, int], tmp: Path) -> Iterator[tuple[str, Path]]:
+    """deploy/haproxy.cfg as shipped, its addresses set through its environment variables."""
+    listen = free_port()
+    env = {
+        **os.environ,
+        "LISTEN": f"127.0.0.1:{listen}",
+        "HAPROXY_SOCKET": str(tmp / "stats.sock"),
+        "CHECK_INTERVAL": "200ms",
+        **{f"REPLICA{i}": f"127.0.0.1:{port}" for i, port in enumerate(ports.values(), 1)},
+    }
+    log = tmp / "haproxy.log"
+    with log.open("wb") as out:
+        haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(CONFIG)], env=env, stdout=out, stderr=out)
+    try:
+        if not wait_until_healthy(f"http://127.0.0.1:{listen}", timeout=30):
+            pytest.fail(f"HAProxy did not come up:\n{log.read_text()}")
+        yield f"ws://127.0.0.1:{listen}/v1/stream", tmp / "stats.sock"
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _transcript(result: StreamResult) -> str:
+    assert result.final is not None, result.messages[-3:]
+    return str(result.final["transcription"])
+
+
+async def _stream(url: str, clip: Path, *, delay: float = 0.0) -> StreamResult:
+    await asyncio.sleep(delay)
+    return await stream_file(url, read_audio(clip), realtime=True, resume=True)
+
+
+async def test_twelve_streams_spread_evenly_and_a_thirteenth_is_refused_server_full(
+    fleet: Fleet, data_dir: Path, manifest: dict[str, dict[str, Any]]
+) -> None:
+    before = fleet.sessions()
+    clips = [data_dir / c for c in CLIPS]
+    streams = [asyncio.create_task(_stream(fleet.url, clip)) for clip in clips]
+    # Every replica is full once all twelve are open: its /ready says 503, HAProxy takes it out,
+    # and the thirteenth goes to the "alive" backend, whose replica refuses it in our protocol.
+    await asyncio.to_thread(
+        _wait_for, lambda: all(fleet.status(n) == "DOWN" for n in fleet.replicas), 15, "a full fleet"
+    )
+    spread = {n: fleet.sessions()[n] - before[n] for n in fleet.replicas}
+    assert spread == dict.fromkeys(fleet.replicas, PER_REPLICA)
+    extra = await stream_file(fleet.url, read_audio(clips[0]), realtime=True)
+    assert [e["code"] for e in extra.errors] == ["server_full"]
+    assert extra.close_code == 1013
+
+    results = await asyncio.gather(*streams)
+    for clip, result in zip(CLIPS, results, strict=True):
+        assert result.close_code == 1000
+        assert wer(manifest[clip]["text"], _transcript(result)) < 0.25, (clip, _transcript(result))
+
+
+NGINX_SITE = CONFIG.with_name("nginx.conf")
+
+
+@contextlib.contextmanager
+def _nginx(ports: dict[str, int], tmp: Path) -> Iterator[str]:
+    """deploy/nginx.conf as shipped, in a minimal nginx.conf, its addresses set to the fleet's."""
+    listen = free_port()
+    site = NGINX_SITE.read_text()
+    site, listens = re.subn(r"listen 8080;", f"listen 127.0.0.1:{listen};", site)
+    for i, port in enumerate(ports.values(), 1):
+        site, n = re.subn(rf"server 127\.0\.0\.1:800{i} ", f"server 127.0.0.1:{port} ", site)
+        assert n == 1, f"deploy/nginx.conf has no upstream server 127.0.0.1:800{i}"
+    assert listens == 1
+    (tmp / "site.conf").write_text(site)
+    paths = " ".join(
+        f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp / "nginx.conf").write_text(
+        f"daemon off; pid {tmp / 'nginx.pid'}; error_log {tmp / 'error.log'} info;\n"
+        f"events {{}}\nhttp {{ access_log {tmp / 'access.log'}; {paths} include {tmp / 'site.conf'}; }}\n"
+    )
+    with (tmp / "stderr.log").open("wb") as stderr:
+        nginx = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf")], stderr=stderr)
+    try:
+        if not wait_until_healthy(f"http://127.0.0.1:{listen}", timeout=30):
+            pytest.fail(f"nginx did not come up: {(tmp / 'stderr.log').read_text()}")
+        yield f"127.0.0.1:{listen}"
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+
+
+async def test_nginx_as_shipped_proxies_streams_and_whole_files(
+    fleet: Fleet, data_dir: Path, manifest: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    with _nginx(fleet.ports, tmp_path) as address:
+        clips = CLIPS[:3]
+        results = await asyncio.gather(
+            *(
+                _stream(f"ws://{address}/v1/stream", data_dir / clip, delay=0.2 * i)
+                for i, clip in enumerate(clips)
+            )
+        )
+        for clip, result in zip(clips, results, strict=True):
+            assert result.close_code == 1000
+            assert wer(manifest[clip]["text"], _transcript(result)) < 0.25, _transcript(result)
+            assert [m["type"] for m in result.messages].count("segment") >= 1
+        blob = (data_dir / CLIPS[3]).read_bytes()
+        async with httpx.AsyncClient(timeout=120) as http:
+            response = await http.post(
+                f"http://{address}/predict", json={"audio": base64.b64encode(blob).decode()}
+            )
+        assert response.status_code == 200, response.text
+        assert wer(manifest[CLIPS[3]]["text"], response.json()["transcription"]) < 0.25
+    access = (tmp_path / "access.log").read_text()
+    assert access.count('"GET /v1/stream') == 3
+    assert " 101 " in access
+
+
+async def test_a_replica_stopped_mid_stream_finishes_its_streams_and_new_ones_go_elsewhere(
+    fleet: Fleet, data_dir: Path, manifest: dict[str, dict[str, Any]]
+) -> None:
+    await asyncio.to_thread(
+        _wait_for, lambda: all(fleet.status(n) == "UP" for n in fleet.replicas), 15, "a fleet with room"
+    )
+    clip = "ljspeech/LJ001-0001.flac"  # 9.7 s
+    before = fleet.sessions()
+    first = [asyncio.create_task(_stream(fleet.url, data_dir / clip)) for _ in range(3)]
+    await asyncio.to_thread(
+        _wait_for, lambda: all(fleet.sessions()[n] > before[n] for n in fleet.replicas), 10, "one stream each"
+    )
+    await asyncio.sleep(2.0)  # mid-stream
+    # r2 and r3 taken out by hand (their streams go on): a new stream can only reach r1 now.
+    for name in ("r2", "r3"):
+        fleet.set_state(name, "maint")
+    stopped = fleet.replicas["r1"]
+    signalled = time.monotonic()
+    stopped.send_signal(signal.SIGTERM)
+    at_stop = fleet.sessions()
+    # The stopping replica refuses it (shutting_down), whether HAProxy has seen the drain yet or
+    # not, and the client starts it again until another replica takes it: nothing is lost.
+    refused = asyncio.create_task(_stream(fleet.url, data_dir / CLIPS[0]))
+    await asyncio.to_thread(_wait_for, lambda: fleet.status("r1") != "UP", 5, "r1 out of the rotation")
+    out_after = time.monotonic() - signalled
+    await asyncio.sleep(0.3)
+    for name in ("r2", "r3"):
+        fleet.set_state(name, "ready")
+    started = [refused] + [
+        asyncio.create_task(_stream(fleet.url, data_dir / CLIPS[i], delay=0.1 * i)) for i in (1, 2)
+    ]
+
+    results = await asyncio.gather(*first)
+    for result in results:  # the stopping replica's stream too: nothing lost
+        assert result.close_code == 1000
+        assert wer(manifest[clip]["text"], _transcript(result)) < 0.2, _transcript(result)
+    later = await asyncio.gather(*started)
+    for i, result in enumerate(later):
+        assert result.close_code == 1000
+        assert wer(manifest[CLIPS[i]]["text"], _transcript(result)) < 0.25, _transcript(result)
+    assert later[0].restarts >= 1
+    exit_code = await asyncio.to_thread(stopped.wait, 60)
+    assert exit_code == 0
+    after = fleet.sessions()
+    # r1 may have been offered a new stream before HAProxy saw it drain; it took none.
+    taken = {n: after[n] - at_stop[n] for n in fleet.replicas}
+    assert taken["r2"] + taken["r3"] == 3
+    assert out_after < 1.0, f"r1 left the rotation {out_after:.2f} s after SIGTERM"
+    assert not wait_until_healthy(f"http://127.0.0.1:{fleet.ports['r1']}", timeout=0.5)

@@ -5,9 +5,11 @@ browsers (which cannot set headers on a websocket), as a ``token`` query paramet
 websocket's subprotocols, in the forms Deepgram's (``token``, then the key) and OpenAI's
 (``openai-insecure-api-key.<key>``) browser clients send. Keys are compared in constant time
 (:func:`hmac.compare_digest`, against every configured key, so the time taken says nothing about
-which key came close) and never logged. ``/healthcheck`` is open, for liveness probes, and so are
-the page's static files (code the browser needs before it can send a key; they hold no data
-and use no model).
+which key came close) and never logged. ``/healthcheck`` and ``/ready`` are open, for liveness
+and readiness probes and load balancers' health checks (a key in a probe's spec would be one
+more place to leak it; they say only whether the model is loaded and a stream would be admitted),
+and so are the page's static files (code the browser needs before it can send a key; they hold no
+data and use no model).
 
 An ``Origin`` header is sent by browsers only; with ``allowed_origins`` set, a request from a
 page of another origin is refused (a program that sends no ``Origin`` is judged by its key).
@@ -114,7 +116,7 @@ async def deny(websocket: WebSocket, response: Response, error: StreamingError) 
         await websocket.close(code=error.close_code, reason=error.code)
 
 
-PUBLIC_PATHS = ("/healthcheck",)
+PUBLIC_PATHS = ("/healthcheck", "/ready")
 # Keys checked by the endpoint, not here. Twilio's <Stream> URL carries no query string and
 # Twilio sends no Authorization header: its key comes as a custom parameter of the start event
 # (streaming/twilio.py). OpenAI's Realtime clients read a refusal as an ``error`` event and a

@@ -26,7 +26,6 @@ GOOD_ORIGIN = "https://captions.example"
 ROUTES = [
     ("GET", "/"),
     ("GET", "/v1/info"),
-    ("GET", "/ready"),
     ("GET", "/metrics"),
     ("POST", "/predict"),
 ]
@@ -80,8 +79,9 @@ def test_a_browser_may_send_the_key_as_a_token(client: TestClient) -> None:
     assert client.get("/v1/info?token=wrong").status_code == 401
 
 
-def test_healthcheck_and_the_page_code_stay_open(client: TestClient) -> None:
+def test_probes_and_the_page_code_stay_open(client: TestClient) -> None:
     assert client.get("/healthcheck").status_code == 200
+    assert client.get("/ready").status_code == 200  # kubelet and balancers send no key
     assert client.get("/static/app.js").status_code == 200
 
 

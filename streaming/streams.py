@@ -203,6 +203,9 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
     )
 
 
+SESSION_HEADER = b"x-session-id"
+
+
 async def serve(
     websocket: WebSocket,
     found: Services,
@@ -228,7 +231,10 @@ async def serve(
     try:
         # Which protocol it speaks, for whoever reads the logs of a failing session.
         logger.info("session %s opened on %s: %s", session.id, websocket.url.path, session.stream)
-        await websocket.accept(subprotocol)
+        # A resumable stream names itself in the handshake's answer too, where a load balancer
+        # can read it (no JSON parsing) and send the stream's resume to this replica.
+        headers = [(SESSION_HEADER, session.id.encode())] if isinstance(wire, ResumableProtocol) else None
+        await websocket.accept(subprotocol, headers)
         await connection.run(websocket)
     finally:
         lifecycle.closed(session.id)

@@ -27,6 +27,7 @@ import pytest
 
 from clients.stream import StreamResult, read_audio, stream_file
 from streaming.testing import free_port, serve_process, wait_until_healthy
+from tests.proxy import CuttingProxy
 from tests.wer import wer
 
 pytestmark = pytest.mark.model
@@ -155,6 +156,35 @@ async def test_twelve_streams_spread_evenly_and_a_thirteenth_is_refused_server_f
     for clip, result in zip(CLIPS, results, strict=True):
         assert result.close_code == 1000
         assert wer(manifest[clip]["text"], _transcript(result)) < 0.25, (clip, _transcript(result))
+
+
+async def test_a_dropped_stream_resumes_on_its_own_replica_through_haproxy(
+    fleet: Fleet, data_dir: Path, manifest: dict[str, dict[str, Any]]
+) -> None:
+    # A resumable stream, cut twice between the client and HAProxy, its replica taking no new
+    # streams meanwhile (drained by hand: as if it were full): each resume must still reach
+    # that replica (any other refuses it, resume_failed). HAProxy learns where the stream is
+    # from the handshake's X-Session-Id.
+    clip = "ljspeech/LJ001-0001.flac"  # 9.7 s
+    before = fleet.sessions()
+    async with CuttingProxy(int(fleet.url.rsplit(":", 1)[1].split("/")[0])) as proxy:
+        stream = asyncio.create_task(_stream(f"ws://127.0.0.1:{proxy.port}/v1/stream", data_dir / clip))
+        await asyncio.to_thread(_wait_for, lambda: fleet.sessions() != before, 10, "the stream's replica")
+        holder = next(n for n, count in fleet.sessions().items() if count > before[n])
+        fleet.set_state(holder, "drain")
+        try:
+            for _ in range(2):
+                await asyncio.sleep(2.5)
+                proxy.cut()
+            result = await stream
+        finally:
+            fleet.set_state(holder, "ready")
+    assert result.errors == [], result.errors
+    assert result.resumes == 2
+    assert result.close_code == 1000
+    assert wer(manifest[clip]["text"], _transcript(result)) < 0.2, _transcript(result)
+    taken = {n: fleet.sessions()[n] - before[n] for n in fleet.replicas}
+    assert taken == {n: 3 if n == holder else 0 for n in fleet.replicas}  # the stream, two resumes
 
 
 NGINX_SITE = CONFIG.with_name("nginx.conf")

@@ -7,6 +7,7 @@ scrape time, so there is one source of truth.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -14,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from streaming.capacity import CapacityEstimate
 from streaming.scheduler import SchedulerStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -29,10 +31,12 @@ class _Live(Collector):
         sessions: Callable[[], tuple[int, int, int]],
         stats: Callable[[], SchedulerStats | None],
         eager: dict[str, int],
+        capacity: Callable[[SchedulerStats], float | None],
     ) -> None:
         self._sessions = sessions
         self._stats = stats
         self._eager = eager
+        self._capacity = capacity
 
     def collect(self) -> Iterator[Metric]:
         open_, limit, kept = self._sessions()
@@ -70,6 +74,19 @@ class _Live(Collector):
             "streaming_model_seconds", "seconds the model spent decoding", value=stats.model_seconds
         )
         yield CounterMetricFamily(
+            "streaming_final_model_seconds",
+            "of streaming_model_seconds, the seconds spent on finals (the work that cannot be shed)",
+            value=stats.final_model_seconds,
+        )
+        estimate = self._capacity(stats)
+        if estimate is not None:  # absent until enough speech was decoded to tell
+            yield GaugeMetricFamily(
+                "streaming_capacity_streams",
+                "estimated streams this server holds with its latency kept: its workers' time that "
+                "finals may take, over what a stream's finals cost lately (streaming.capacity)",
+                value=estimate,
+            )
+        yield CounterMetricFamily(
             "streaming_decode_failures", "decodes the model raised on", value=stats.failures
         )
         eager = CounterMetricFamily(
@@ -99,13 +116,21 @@ class _Live(Collector):
 
 class Metrics:
     def __init__(
-        self, sessions: Callable[[], tuple[int, int, int]], stats: Callable[[], SchedulerStats | None]
+        self,
+        sessions: Callable[[], tuple[int, int, int]],
+        stats: Callable[[], SchedulerStats | None],
+        workers: Callable[[], int] = lambda: 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # RSS, CPU seconds, open file descriptors
         # Eager finals of closed streams, added by :meth:`stream_closed`.
         self._eager = {"used": 0, "discarded": 0}
-        self.registry.register(_Live(sessions, stats, self._eager))
+        self._audio_seconds = 0.0
+        self._capacity = CapacityEstimate()
+        self._workers = workers
+        self._clock = clock
+        self.registry.register(_Live(sessions, stats, self._eager, self._estimate))
         self.refused = Counter(
             "streaming_refused",
             "streams refused before any audio, by error code",
@@ -147,6 +172,11 @@ class Metrics:
 
     def audio_received(self, seconds: float) -> None:
         self._audio.inc(seconds)
+        self._audio_seconds += seconds
+
+    def _estimate(self, stats: SchedulerStats) -> float | None:
+        self._capacity.sample(self._clock(), stats.final_model_seconds, self._audio_seconds)
+        return self._capacity.streams(self._workers())
 
     def final_latency(self, seconds: float) -> None:
         self._final_latency.observe(seconds)

@@ -71,6 +71,7 @@ class SchedulerStats:
     failures: int = 0
     eager_shed: int = 0
     model_seconds: float = 0.0
+    final_model_seconds: float = 0.0  # of model_seconds, on finals (streaming.capacity)
     queued_finals: int = 0
     queued_partials: int = 0
     batch_sizes: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, size) -> calls
@@ -221,6 +222,10 @@ class Scheduler:
     def batch_size(self) -> int:
         return self._queue.batch_size
 
+    @property
+    def workers(self) -> int:
+        return self._workers
+
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._threads = [
@@ -298,6 +303,8 @@ class Scheduler:
             key = (batch[0].job.kind, len(batch))
             stats.batch_sizes[key] = stats.batch_sizes.get(key, 0) + 1
             stats.model_seconds += sum(r.seconds for r in results)
+            if key[0] == "final":
+                stats.final_model_seconds += sum(r.seconds for r in results)
             for waiting in batch:
                 if waiting.job.kind == "final":
                     stats.finals += 1

@@ -101,6 +101,8 @@ class Services:
         self.metrics = Metrics(
             sessions=lambda: (len(self.lifecycle.sessions), self.config.max_sessions, self.lifecycle.kept),
             stats=lambda: self.scheduler.stats if self.scheduler is not None else None,
+            workers=lambda: self.scheduler.workers if self.scheduler is not None else 1,
+            clock=self.clock.now,
         )
 
     def new_session(self, stream: StreamConfig, *, whole_file: bool = False) -> Session:

@@ -7,18 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import csv
-import io
-import os
-import re
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,103 +17,24 @@ import httpx
 import pytest
 
 from clients.stream import StreamResult, read_audio, stream_file
-from streaming.testing import free_port, serve_process, wait_until_healthy
+from streaming.testing import wait_until_healthy
+from tests import balancers
+from tests.balancers import Fleet, wait_for
 from tests.proxy import CuttingProxy
 from tests.wer import wer
 
 pytestmark = pytest.mark.model
 
-CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
 PER_REPLICA = 4  # max_sessions of each replica
-# Eight LJ Speech clips of 3 to 5 s (short: twelve real-time streams share two cores here).
+# Twelve LJ Speech clips of 3 to 5 s (short: twelve real-time streams share two cores here).
 CLIPS = [f"ljspeech/LJ001-{n:04d}.flac" for n in (43, 84, 95, 37, 54, 94, 114, 135, 79, 11, 81, 53)]
-
-
-@dataclass
-class Fleet:
-    replicas: dict[str, subprocess.Popen[bytes]]  # HAProxy's server name -> process
-    ports: dict[str, int]
-    url: str
-    stats_socket: Path
-
-    def stats(self) -> list[dict[str, str]]:
-        """HAProxy's ``show stat``, one row per proxy and server."""
-        return list(csv.DictReader(io.StringIO(self.command("show stat").lstrip("# "))))
-
-    def sessions(self) -> dict[str, int]:
-        """Connections HAProxy sent to each replica so far, over both backends."""
-        out = dict.fromkeys(self.replicas, 0)
-        for row in self.stats():
-            if row["svname"] in out:
-                out[row["svname"]] += int(row["stot"])
-        return out
-
-    def command(self, line: str) -> str:
-        """One command on HAProxy's admin socket."""
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(self.stats_socket))
-            sock.sendall(line.encode() + b"\n")
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-        return data.decode()
-
-    def set_state(self, server: str, state: str) -> None:
-        for backend in ("streaming", "alive"):
-            assert self.command(f"set server {backend}/{server} state {state}").strip() == ""
-
-    def status(self, server: str) -> str:
-        return next(r["status"] for r in self.stats() if r["pxname"] == "streaming" and r["svname"] == server)
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    names = ("r1", "r2", "r3")
-    ports = {name: free_port() for name in names}
     flags = ("--max-sessions", str(PER_REPLICA), "--drain-timeout", "60", "--workers", "1")
-    with ThreadPoolExecutor(len(names)) as pool:
-        started = list(pool.map(lambda port: serve_process(port, *flags), ports.values()))
-    replicas = dict(zip(names, started, strict=True))
-    try:
-        with _haproxy(ports, tmp_path_factory.mktemp("haproxy")) as (url, stats_socket):
-            found = Fleet(replicas, ports, url, stats_socket)
-            _wait_for(lambda: all(found.status(n) == "UP" for n in names), 10, "every replica UP")
-            yield found
-    finally:
-        for process in replicas.values():
-            process.kill()
-            process.wait(timeout=30)
-
-
-@contextlib.contextmanager
-def _haproxy(ports: dict[str, int], tmp: Path) -> Iterator[tuple[str, Path]]:
-    """deploy/haproxy.cfg as shipped, its addresses set through its environment variables."""
-    listen = free_port()
-    env = {
-        **os.environ,
-        "LISTEN": f"127.0.0.1:{listen}",
-        "HAPROXY_SOCKET": str(tmp / "stats.sock"),
-        "CHECK_INTERVAL": "200ms",
-        **{f"REPLICA{i}": f"127.0.0.1:{port}" for i, port in enumerate(ports.values(), 1)},
-    }
-    log = tmp / "haproxy.log"
-    with log.open("wb") as out:
-        haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(CONFIG)], env=env, stdout=out, stderr=out)
-    try:
-        if not wait_until_healthy(f"http://127.0.0.1:{listen}", timeout=30):
-            pytest.fail(f"HAProxy did not come up:\n{log.read_text()}")
-        yield f"ws://127.0.0.1:{listen}/v1/stream", tmp / "stats.sock"
-    finally:
-        haproxy.terminate()
-        haproxy.wait(timeout=10)
-
-
-def _wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    with balancers.fleet(tmp_path_factory.mktemp("haproxy"), *flags) as found:
+        yield found
 
 
 def _transcript(result: StreamResult) -> str:
@@ -144,7 +56,7 @@ async def test_twelve_streams_spread_evenly_and_a_thirteenth_is_refused_server_f
     # Every replica is full once all twelve are open: its /ready says 503, HAProxy takes it out,
     # and the thirteenth goes to the "alive" backend, whose replica refuses it in our protocol.
     await asyncio.to_thread(
-        _wait_for, lambda: all(fleet.status(n) == "DOWN" for n in fleet.replicas), 15, "a full fleet"
+        wait_for, lambda: all(fleet.status(n) == "DOWN" for n in fleet.replicas), 15, "a full fleet"
     )
     spread = {n: fleet.sessions()[n] - before[n] for n in fleet.replicas}
     assert spread == dict.fromkeys(fleet.replicas, PER_REPLICA)
@@ -169,7 +81,7 @@ async def test_a_dropped_stream_resumes_on_its_own_replica_through_haproxy(
     before = fleet.sessions()
     async with CuttingProxy(int(fleet.url.rsplit(":", 1)[1].split("/")[0])) as proxy:
         stream = asyncio.create_task(_stream(f"ws://127.0.0.1:{proxy.port}/v1/stream", data_dir / clip))
-        await asyncio.to_thread(_wait_for, lambda: fleet.sessions() != before, 10, "the stream's replica")
+        await asyncio.to_thread(wait_for, lambda: fleet.sessions() != before, 10, "the stream's replica")
         holder = next(n for n, count in fleet.sessions().items() if count > before[n])
         fleet.set_state(holder, "drain")
         try:
@@ -187,42 +99,10 @@ async def test_a_dropped_stream_resumes_on_its_own_replica_through_haproxy(
     assert taken == {n: 3 if n == holder else 0 for n in fleet.replicas}  # the stream, two resumes
 
 
-NGINX_SITE = CONFIG.with_name("nginx.conf")
-
-
-@contextlib.contextmanager
-def _nginx(ports: dict[str, int], tmp: Path) -> Iterator[str]:
-    """deploy/nginx.conf as shipped, in a minimal nginx.conf, its addresses set to the fleet's."""
-    listen = free_port()
-    site = NGINX_SITE.read_text()
-    site, listens = re.subn(r"listen 8080;", f"listen 127.0.0.1:{listen};", site)
-    for i, port in enumerate(ports.values(), 1):
-        site, n = re.subn(rf"server 127\.0\.0\.1:800{i} ", f"server 127.0.0.1:{port} ", site)
-        assert n == 1, f"deploy/nginx.conf has no upstream server 127.0.0.1:800{i}"
-    assert listens == 1
-    (tmp / "site.conf").write_text(site)
-    paths = " ".join(
-        f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (tmp / "nginx.conf").write_text(
-        f"daemon off; pid {tmp / 'nginx.pid'}; error_log {tmp / 'error.log'} info;\n"
-        f"events {{}}\nhttp {{ access_log {tmp / 'access.log'}; {paths} include {tmp / 'site.conf'}; }}\n"
-    )
-    with (tmp / "stderr.log").open("wb") as stderr:
-        nginx = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf")], stderr=stderr)
-    try:
-        if not wait_until_healthy(f"http://127.0.0.1:{listen}", timeout=30):
-            pytest.fail(f"nginx did not come up: {(tmp / 'stderr.log').read_text()}")
-        yield f"127.0.0.1:{listen}"
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
-
-
 async def test_nginx_as_shipped_proxies_streams_and_whole_files(
     fleet: Fleet, data_dir: Path, manifest: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    with _nginx(fleet.ports, tmp_path) as address:
+    with balancers.nginx(fleet.ports, tmp_path) as address:
         clips = CLIPS[:3]
         results = await asyncio.gather(
             *(
@@ -250,13 +130,13 @@ async def test_a_replica_stopped_mid_stream_finishes_its_streams_and_new_ones_go
     fleet: Fleet, data_dir: Path, manifest: dict[str, dict[str, Any]]
 ) -> None:
     await asyncio.to_thread(
-        _wait_for, lambda: all(fleet.status(n) == "UP" for n in fleet.replicas), 15, "a fleet with room"
+        wait_for, lambda: all(fleet.status(n) == "UP" for n in fleet.replicas), 15, "a fleet with room"
     )
     clip = "ljspeech/LJ001-0001.flac"  # 9.7 s
     before = fleet.sessions()
     first = [asyncio.create_task(_stream(fleet.url, data_dir / clip)) for _ in range(3)]
     await asyncio.to_thread(
-        _wait_for, lambda: all(fleet.sessions()[n] > before[n] for n in fleet.replicas), 10, "one stream each"
+        wait_for, lambda: all(fleet.sessions()[n] > before[n] for n in fleet.replicas), 10, "one stream each"
     )
     await asyncio.sleep(2.0)  # mid-stream
     # r2 and r3 taken out by hand (their streams go on): a new stream can only reach r1 now.
@@ -269,7 +149,7 @@ async def test_a_replica_stopped_mid_stream_finishes_its_streams_and_new_ones_go
     # The stopping replica refuses it (shutting_down), whether HAProxy has seen the drain yet or
     # not, and the client starts it again until another replica takes it: nothing is lost.
     refused = asyncio.create_task(_stream(fleet.url, data_dir / CLIPS[0]))
-    await asyncio.to_thread(_wait_for, lambda: fleet.status("r1") != "UP", 5, "r1 out of the rotation")
+    await asyncio.to_thread(wait_for, lambda: fleet.status("r1") != "UP", 5, "r1 out of the rotation")
     out_after = time.monotonic() - signalled
     await asyncio.sleep(0.3)
     for name in ("r2", "r3"):

@@ -182,9 +182,11 @@ def measure(base: str, pid: int, clip: Window, n: int) -> dict[str, Any]:
         "finals_decoded": delta('streaming_decodes_total{kind="final"}'),
         "mean_batch": delta("streaming_batched_items_total") / batches if batches else 0.0,
         "model_seconds": delta("streaming_model_seconds_total"),
-        # What a stream's finals cost (streaming.capacity), and the server's estimate after it.
-        "final_model_seconds_per_audio_second": delta("streaming_final_model_seconds_total")
-        / max(delta("streaming_audio_seconds_total"), 1e-9),
+        # What the finals cost (streaming.capacity): model seconds, decodes, utterances done
+        # (their last words sent), audio; and the server's estimate at the end of the level.
+        "final_model_seconds": delta("streaming_final_model_seconds_total"),
+        "utterances": delta("streaming_final_latency_seconds_count"),
+        "audio_seconds": delta("streaming_audio_seconds_total"),
         "capacity_estimate": after.get("streaming_capacity_streams"),
         "wer": wer(" ".join([clip.text] * n), " ".join(hypotheses)),
         "errors": sum(len(r.errors) for r, _ in runs),

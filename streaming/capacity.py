@@ -1,14 +1,16 @@
-"""How many streams this server could hold: an estimate for autoscalers, from what its finals cost.
+"""How many streams this server could hold: an estimate for autoscalers, from what finals cost.
 
-A stream's finals are the work the server cannot shed (partials are: under load they thin out,
-so the share of model time they take says nothing about room left). The estimate is
+Each utterance of a stream needs one final decode, whatever the load: that is the work the server
+cannot shed. Partials are shed under load, and so are eager finals (a final decoded when a pause
+begins, thrown away if speech resumes), so the model time they take says nothing about room
+left: at one stream, eager finals made 2.8 final decodes per utterance; at eight, 1.3
+(docs/benchmarks.md, "Estimated capacity"). The estimate is therefore
 
-    workers * FINALS_SHARE / (final model seconds per second of stream audio)
+    workers * FINALS_SHARE / (seconds of one final decode * utterances per second of a stream)
 
 over the last ``window`` seconds of scrapes: the streams whose finals would fill the share of
-the model workers' time that finals can take while their latency holds. FINALS_SHARE comes
-from bench.capacity (docs/benchmarks.md, "Estimated capacity"): at the measured capacity
-(p95 final latency under 1.5 s), the finals took that share of the workers' time.
+the model workers' time that finals can take while their latency holds. FINALS_SHARE is that
+share at the capacity bench.capacity measured (p95 final latency under 1.5 s).
 """
 
 from __future__ import annotations
@@ -16,45 +18,64 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-# The share of the model workers' time that finals took at the measured capacity (bench.capacity).
-FINALS_SHARE = 0.5
-# Too little speech decoded says nothing yet: no estimate below these.
+# The share of the model workers' time that one final per utterance took at the capacity
+# bench.capacity measured (docs/benchmarks.md, "Estimated capacity").
+FINALS_SHARE = 0.18
+# Too little decoded says nothing yet: no estimate below these.
 MIN_AUDIO_SECONDS = 60.0
-MIN_MODEL_SECONDS = 0.5
+MIN_UTTERANCES = 5
 
 
 @dataclass(frozen=True, slots=True)
-class _Sample:
-    at: float
-    final_model_seconds: float
-    audio_seconds: float
+class Totals:
+    """The server's running totals, as a scrape reads them."""
+
+    final_model_seconds: float = 0.0
+    final_decodes: int = 0
+    utterances: int = 0  # utterances of streams finished (their last words sent)
+    audio_seconds: float = 0.0  # audio received by streams
+
+    def __sub__(self, other: Totals) -> Totals:
+        return Totals(
+            self.final_model_seconds - other.final_model_seconds,
+            self.final_decodes - other.final_decodes,
+            self.utterances - other.utterances,
+            self.audio_seconds - other.audio_seconds,
+        )
+
+    def enough(self) -> bool:
+        return (
+            self.audio_seconds >= MIN_AUDIO_SECONDS
+            and min(self.utterances, self.final_decodes) >= MIN_UTTERANCES
+        )
+
+    def final_seconds_per_stream_second(self) -> float:
+        return self.final_model_seconds / self.final_decodes * self.utterances / self.audio_seconds
 
 
 class CapacityEstimate:
-    """Samples the server's running totals (at each scrape) and estimates from the newest
-    window of them; the whole life of the process until a window holds enough."""
+    """Samples the server's totals (at each scrape) and estimates from the newest window of
+    them; from the whole life of the process until a window holds enough."""
 
     def __init__(self, *, window: float = 300.0, share: float = FINALS_SHARE) -> None:
         self.window = window
         self.share = share
-        self._samples: deque[_Sample] = deque()
+        self._samples: deque[tuple[float, Totals]] = deque()
 
-    def sample(self, now: float, final_model_seconds: float, audio_seconds: float) -> None:
-        self._samples.append(_Sample(now, final_model_seconds, audio_seconds))
+    def sample(self, now: float, totals: Totals) -> None:
+        self._samples.append((now, totals))
         # Keep one sample at or before the window's start, so the window is always whole.
-        while len(self._samples) > 2 and self._samples[1].at <= now - self.window:
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self.window:
             self._samples.popleft()
 
     def streams(self, workers: int) -> float | None:
         """The estimate, or None while too little has been decoded to tell."""
         if not self._samples:
             return None
-        last = self._samples[-1]
-        first = self._samples[0]
-        audio = last.audio_seconds - first.audio_seconds
-        model = last.final_model_seconds - first.final_model_seconds
-        if audio < MIN_AUDIO_SECONDS or model < MIN_MODEL_SECONDS:
-            audio, model = last.audio_seconds, last.final_model_seconds  # since the start
-        if audio < MIN_AUDIO_SECONDS or model < MIN_MODEL_SECONDS:
+        last = self._samples[-1][1]
+        seen = last - self._samples[0][1]
+        if not seen.enough():
+            seen = last
+        if not seen.enough():
             return None
-        return workers * self.share * audio / model
+        return workers * self.share / seen.final_seconds_per_stream_second()

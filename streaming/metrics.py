@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from streaming.capacity import CapacityEstimate
+from streaming.capacity import CapacityEstimate, Totals
 from streaming.scheduler import SchedulerStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -82,8 +82,9 @@ class _Live(Collector):
         if estimate is not None:  # absent until enough speech was decoded to tell
             yield GaugeMetricFamily(
                 "streaming_capacity_streams",
-                "estimated streams this server holds with its latency kept: its workers' time that "
-                "finals may take, over what a stream's finals cost lately (streaming.capacity)",
+                "estimated streams this server holds with its latency kept: the share of its "
+                "workers' time that finals may take, over what one stream's finals cost lately "
+                "(one decode per utterance; streaming.capacity)",
                 value=estimate,
             )
         yield CounterMetricFamily(
@@ -127,6 +128,7 @@ class Metrics:
         # Eager finals of closed streams, added by :meth:`stream_closed`.
         self._eager = {"used": 0, "discarded": 0}
         self._audio_seconds = 0.0
+        self._utterances = 0
         self._capacity = CapacityEstimate()
         self._workers = workers
         self._clock = clock
@@ -175,11 +177,13 @@ class Metrics:
         self._audio_seconds += seconds
 
     def _estimate(self, stats: SchedulerStats) -> float | None:
-        self._capacity.sample(self._clock(), stats.final_model_seconds, self._audio_seconds)
+        totals = Totals(stats.final_model_seconds, stats.finals, self._utterances, self._audio_seconds)
+        self._capacity.sample(self._clock(), totals)
         return self._capacity.streams(self._workers())
 
     def final_latency(self, seconds: float) -> None:
         self._final_latency.observe(seconds)
+        self._utterances += 1
 
     def first_partial_latency(self, seconds: float) -> None:
         self._first_partial.observe(seconds)

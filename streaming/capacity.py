@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 # The share of the model workers' time that one final per utterance took at the capacity
 # bench.capacity measured (docs/benchmarks.md, "Estimated capacity").
-FINALS_SHARE = 0.18
+FINALS_SHARE = 0.22
 # Too little decoded says nothing yet: no estimate below these.
 MIN_AUDIO_SECONDS = 60.0
 MIN_UTTERANCES = 5

@@ -43,6 +43,11 @@ AGREE_AGE = round(0.3 * SAMPLE_RATE)
 WINDOW_SAMPLES = 512  # one VAD window
 # Audio kept before the first context word, for its onset.
 CONTEXT_LEAD = SAMPLE_RATE // 10
+# Committed words (or unworded speech) this far before new speech are no context: a silence
+# that long (on a call, the other party's turn) is a new turn, and decoded across it the new
+# words' alignment began where the old ones ended (a call's "He began" timed from 15.0 s,
+# spoken at 27.5 s), or Whisper wrote words of its own into the silence.
+CONTEXT_MAX_GAP = 2 * SAMPLE_RATE
 # Speech an eager final may leave unworded before the pause: the last word's aligned end
 # falls up to 0.45 s before the VAD's first silent window when nothing was missed (long
 # numbers such as "1465." most), and 0.8 s or more when a word was (the 5-minute LJ file).
@@ -366,6 +371,8 @@ class Track:
         window = end - self.settings.max_decode
         floor = max(window, self.history.start)
         context = [w for w in self.context if w.start - CONTEXT_LEAD >= window and w.start >= floor]
+        if context and new_start - context[-1].end > CONTEXT_MAX_GAP:
+            context = []
         prefix = "".join(w.raw for w in context)
         if context and repeats_itself(prefix):
             # A loop in the committed text would feed itself through the prefix.
@@ -378,7 +385,10 @@ class Track:
             if before:
                 start = max(start, before[-1])
         else:
-            unheard = [lo for lo, _ in self.pending_speech]
+            # Unworded speech long before is no more to be heard than old words are context:
+            # a clip reaching back to it holds the silence between, where Whisper writes a
+            # word or two of its own ("You.", "which") timed from the clip's start.
+            unheard = [lo for lo, hi in self.pending_speech if new_start - hi <= CONTEXT_MAX_GAP]
             start = max(min([new_start, *unheard]), self.committed_until, floor)
         start = max(start, self.history.start)
         return Clip(self.history.slice(start, end), prefix.strip()), start

@@ -114,6 +114,21 @@ def test_each_decode_is_prefixed_with_the_committed_text_of_its_audio() -> None:
     assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1", "f330.0", "f330.1"]
 
 
+def test_a_long_silence_parts_turns_neither_words_nor_unworded_speech_reach_across_it() -> None:
+    # On a call a channel is silent through the other party's turn. Decoded across that silence,
+    # Whisper wrote words of its own into it, or timed the new words from the old ones' end.
+    h = Harness(partial_interval=0)
+    h.engine = MarksForNoiseEngine()
+    turn = np.concatenate([talk(220, word=0.8), tone(0.6, freq=110)])  # words, then a noise
+    h.audio(np.concatenate([turn, silence(3.0), talk(330, word=0.8), silence(0.6)]))
+    last = h.engine.clips[-1]
+    assert last.prefix == ""
+    assert len(last.audio) < 2.5 * RATE  # the new turn and its padding, not the silence before
+    words = [(w, start) for w, start, _ in committed(h) if w != "..."]  # the noise, as Whisper hears it
+    assert [w for w, _ in words] == ["f220.0", "f220.1", "f330.0", "f330.1"]
+    assert words[2][1] >= len(turn) / RATE + 2.5  # the new turn's words where they are
+
+
 def test_an_eager_final_stands_for_the_utterance_its_pause_closes() -> None:
     h = Harness(partial_interval=0)
     h.audio(np.concatenate([talk(220, word=1.0), silence(0.1)]))

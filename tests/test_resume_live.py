@@ -173,6 +173,25 @@ async def handshake(url: str) -> tuple[list[dict[str, Any]], int | None]:
     return received, ws.close_code
 
 
+def test_a_resumable_stream_names_itself_in_the_handshake_for_balancers(server: RunningServer) -> None:
+    # deploy/haproxy.cfg routes a resume by this header (tests/test_balancer.py).
+    async def scenario() -> list[tuple[str | None, str]]:
+        out = []
+        for query in ("?resumable=true", ""):
+            async with websockets.connect(f"{server.ws_url}{query}") as ws:
+                ready = json.loads(await ws.recv())
+                assert ws.response is not None
+                out.append((ws.response.headers.get("x-session-id"), ready["session_id"]))
+                await ws.send(json.dumps({"type": "end"}))
+                async for _ in ws:
+                    pass
+        return out
+
+    resumable, plain = asyncio.run(scenario())
+    assert resumable[0] == resumable[1]
+    assert plain[0] is None  # only a stream that can be resumed needs routing back
+
+
 def test_an_unknown_or_foreign_resume_is_refused_alike(server: RunningServer, speech: Recording) -> None:
     async def scenario() -> list[tuple[list[dict[str, Any]], int | None]]:
         async with websockets.connect(f"{server.ws_url}?resumable=true") as ws:

@@ -34,7 +34,7 @@ from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import StreamConfig
 from streaming.context import PromptContext
-from streaming.engine import Clip, Decoded, DecodeOptions
+from streaming.engine import ALIGNMENT_LAG, Clip, Decoded, DecodeOptions
 from streaming.errors import (
     FrameTooLarge,
     IdleTimeout,
@@ -98,6 +98,7 @@ class Session:
             PromptContext(enabled=settings.condition_on_previous_text, max_chars=settings.prompt_chars)
             for _ in speakers
         ]
+        self._word_lag = round(ALIGNMENT_LAG.get(settings.model, 0.0) * SAMPLE_RATE)
         self._tickets = itertools.count(1)
         self._outbox: list[events.Event] = []
         self._jobs: list[Job] = []
@@ -448,7 +449,7 @@ class Session:
     def _emit(self, track: Track, outcome: Outcome) -> None:
         """Send what a decode committed, as sentence pieces, and the uncommitted rest."""
         if outcome.committed:
-            words = [w.word() for w in outcome.committed]
+            words = [w.word(self._word_lag) for w in outcome.committed]
             for piece in self._sentences[track.index].pieces(words):
                 self._transcripts.append(piece)
                 self._prompts[track.index].add(piece.text)

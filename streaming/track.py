@@ -70,11 +70,14 @@ class Spoken:
         """What two decodes must agree on: the word, without case or punctuation."""
         return _NORMAL.sub("", self.raw.lower())
 
-    def word(self) -> Word:
+    def word(self, lag: int = 0) -> Word:
+        """The word as sent, its timing less the model's alignment lag (samples): the commit
+        rule works on the timings as aligned, which its thresholds were measured on."""
+        start = max(self.start - lag, 0)
         return Word(
             text=self.raw.strip(),
-            start=self.start,
-            end=self.end,
+            start=start,
+            end=max(self.end - lag, start),
             probability=self.probability,
             glued=not self.raw[:1].isspace(),
         )

@@ -50,8 +50,10 @@ def test_openai_translations_on_the_base_model(
     import openai
 
     entry = manifest["read/jfk.flac"]
-    client = openai.OpenAI(api_key="none", base_url=f"{base_server.http_url}/v1", max_retries=0)
-    with warnings.catch_warnings():
+    with (
+        openai.OpenAI(api_key="none", base_url=f"{base_server.http_url}/v1", max_retries=0) as client,
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", DeprecationWarning)  # this client deprecates translations
         translated = client.audio.translations.create(
             model="whisper-1",

@@ -4,6 +4,7 @@ against the real service (real model, real speech) on loopback."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,27 @@ from tests.wer import wer
 JFK = "read/jfk.flac"
 
 
-def client(server: RunningServer, key: str = API_KEY) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=f"{server.http_url}/v1", max_retries=0)
+@pytest.fixture
+def client() -> Iterator[Callable[..., openai.OpenAI]]:
+    """OpenAI clients of the test, closed after it: one left to the garbage collector leaks its
+    connection pool's sockets into a later test's ResourceWarning."""
+    made: list[openai.OpenAI] = []
+
+    def make(server: RunningServer, key: str = API_KEY) -> openai.OpenAI:
+        made.append(openai.OpenAI(api_key=key, base_url=f"{server.http_url}/v1", max_retries=0))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
 
 
 @pytest.mark.model
 def test_every_response_format_through_the_openai_client(
-    keyed_server: RunningServer, data_dir: Path, manifest: dict[str, dict[str, Any]]
+    keyed_server: RunningServer,
+    data_dir: Path,
+    manifest: dict[str, dict[str, Any]],
+    client: Callable[..., openai.OpenAI],
 ) -> None:
     reference = manifest[JFK]["text"]
     audio = (data_dir / JFK).read_bytes()
@@ -76,7 +91,7 @@ def test_every_response_format_through_the_openai_client(
 
 @pytest.mark.model
 def test_a_bad_file_a_wrong_key_and_a_bad_field_get_openai_errors(
-    keyed_server: RunningServer, data_dir: Path
+    keyed_server: RunningServer, data_dir: Path, client: Callable[..., openai.OpenAI]
 ) -> None:
     audio = (data_dir / JFK).read_bytes()
     with pytest.raises(openai.BadRequestError) as bad_file:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import provenance
+from bench import provenance, publish
 from bench.latency import DATA, latencies, longform
 from clients.stream import read_audio, stream_file
 from tests import balancers
@@ -133,10 +132,7 @@ def main() -> None:
         balancers.wait_for(lambda: all(fleet.status(n) == "UP" for n in fleet.replicas), 30, "room")
         report["drain"] = asyncio.run(drain(fleet))
         print("drain", report["drain"])
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

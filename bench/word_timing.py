@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench import provenance
+from bench import provenance, publish
 from bench.latency import DATA
 from clients.stream import read_audio, stream_file
 from streaming.testing import free_port, serve_process
@@ -117,10 +117,7 @@ def main() -> None:
             report[f"{mode}_{half}"] = summary(pairs)
     if args.pairs:
         args.pairs.write_text(json.dumps(found))
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -127,8 +127,6 @@ class Metrics:
         ProcessCollector(registry=self.registry)  # RSS, CPU seconds, open file descriptors
         # Eager finals of closed streams, added by :meth:`stream_closed`.
         self._eager = {"used": 0, "discarded": 0}
-        self._audio_seconds = 0.0
-        self._utterances = 0
         self._capacity = CapacityEstimate()
         self._workers = workers
         self._clock = clock
@@ -174,16 +172,17 @@ class Metrics:
 
     def audio_received(self, seconds: float) -> None:
         self._audio.inc(seconds)
-        self._audio_seconds += seconds
 
     def _estimate(self, stats: SchedulerStats) -> float | None:
-        totals = Totals(stats.final_model_seconds, stats.finals, self._utterances, self._audio_seconds)
+        # Read back from the counter and the histogram: one record of each.
+        utterances = round(_sample(self._final_latency, "streaming_final_latency_seconds_count"))
+        audio = _sample(self._audio, "streaming_audio_seconds_total")
+        totals = Totals(stats.final_model_seconds, stats.finals, utterances, audio)
         self._capacity.sample(self._clock(), totals)
         return self._capacity.streams(self._workers())
 
     def final_latency(self, seconds: float) -> None:
         self._final_latency.observe(seconds)
-        self._utterances += 1
 
     def first_partial_latency(self, seconds: float) -> None:
         self._first_partial.observe(seconds)
@@ -194,3 +193,8 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _sample(metric: Counter | Histogram, name: str) -> float:
+    """The value of one sample of a metric, as a scrape would read it."""
+    return next(s.value for family in metric.collect() for s in family.samples if s.name == name)

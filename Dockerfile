@@ -34,12 +34,16 @@ COPY streaming /src/streaming
 COPY clients /src/clients
 # torch is silero-vad's dependency, but the service never imports either: it runs silero's
 # network on onnxruntime, from the package's data file. Leaving torch out saves 750 MB.
+# The speaker model (diarize=true) is the weights file in resemblyzer's wheel: the service reads
+# only that file, so the package comes without its dependencies (librosa, webrtcvad, torch).
 RUN /opt/venv/bin/pip install /src \
+    && /opt/venv/bin/pip install --no-deps resemblyzer==0.1.4 \
     && /opt/venv/bin/pip uninstall -y torch sympy mpmath networkx
 # The embedded models, joined and verified by SHA-256 now: a corrupt download fails the build,
 # and the running container writes nothing to load them.
 # hadolint ignore=DL3059
 RUN /opt/venv/bin/python -c "from pathlib import Path; from streaming.models import resolve_model; \
+from streaming.voices import VoiceEncoder; VoiceEncoder.load(); print('verified the speaker model'); \
 [print('verified', *resolve_model(m, Path('/opt/models'))) for m in ('tiny.en', 'base')]"
 
 FROM ${BASE}

@@ -393,6 +393,29 @@ class Printer:
             self._partial_shown = False
 
 
+def query_of(args: argparse.Namespace) -> dict[str, str]:
+    """The stream's query parameters, from the command line's flags."""
+    params = {
+        k: v
+        for k, v in {
+            "language": args.language,
+            "task": args.task,
+            "prompt": args.prompt,
+            "hotwords": args.hotwords,
+        }.items()
+        if v is not None
+    }
+    if args.no_interim:
+        params["interim_results"] = "false"
+    if args.multichannel:
+        params["multichannel"] = "true"
+    if args.speakers:
+        params["speakers"] = args.speakers
+    if args.diarize:
+        params["diarize"] = "true"
+    return params
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients.stream", description=__doc__.split("\n")[0])
     parser.add_argument("file", help="audio file to stream (wav, flac, mp3, ogg, ...)")
@@ -411,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--speakers", default=None, help="names of the channels' speakers: agent,customer")
     parser.add_argument(
+        "--diarize", action="store_true", help="label the speakers of one channel (speaker_0, speaker_1, ...)"
+    )
+    parser.add_argument(
         "--no-resume",
         action="store_true",
         help="do not resume a dropped connection (by default the stream is resumable: audio is "
@@ -421,22 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vtt", type=Path, help="write the captions as WebVTT here")
     args = parser.parse_args(argv)
 
-    params = {
-        k: v
-        for k, v in {
-            "language": args.language,
-            "task": args.task,
-            "prompt": args.prompt,
-            "hotwords": args.hotwords,
-        }.items()
-        if v is not None
-    }
-    if args.no_interim:
-        params["interim_results"] = "false"
-    if args.multichannel:
-        params["multichannel"] = "true"
-    if args.speakers:
-        params["speakers"] = args.speakers
+    params = query_of(args)
     try:
         recording = read_audio(args.file)
     except Exception as exc:

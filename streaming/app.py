@@ -38,6 +38,7 @@ from streaming.services import (
     Lifecycle,
     ScorerFactory,
     Services,
+    load_voices,
     services,
     whisper_factory,
 )
@@ -83,6 +84,7 @@ def create_app(
         async def load() -> None:
             try:
                 engine = await asyncio.to_thread(make_engine)
+                voices = await asyncio.to_thread(load_voices) if config.diarization else None
             except Exception as exc:
                 logger.exception("the model could not be loaded")
                 found.load_error = f"{type(exc).__name__}: {exc}"
@@ -97,9 +99,10 @@ def create_app(
                 # A partial older than its cadence is stale: a fresher one is due.
                 partial_max_age=config.partial_interval,
                 clock=found.clock,
+                voices=voices,
             )
             scheduler.start()
-            found.engine, found.scheduler = engine, scheduler
+            found.engine, found.scheduler, found.diarization = engine, scheduler, voices is not None
             logger.info("ready: model %s", engine.name)
 
         loading = asyncio.create_task(load(), name="load-model")

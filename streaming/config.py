@@ -28,6 +28,7 @@ TASKS: tuple[Task, ...] = get_args(Task)
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
 MODEL_SAMPLE_RATE = 16000  # what Whisper and silero-vad take: every stream is resampled to it
+MAX_DIARIZED_SPEAKERS = 10  # most speakers diarize=true tells apart on one channel
 
 
 def _opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None, secret: bool = False) -> Any:
@@ -88,6 +89,11 @@ class Config:
         "of 2 cores or more (a final need not wait for a partial batch to finish) and 1 on CUDA",
     )
     cache_dir: str = _opt("", "where joined model files are kept; empty means ~/.cache/streaming")
+    diarization: bool = _opt(
+        True,
+        "load the speaker model (resemblyzer's, from its PyPI package, verified by SHA-256) so "
+        "that streams may ask for diarize=true; skipped with a warning when it is not installed",
+    )
     batch_size: int = _opt(0, "finals decoded together in one model call; 0 picks 4 on CPU and 16 on CUDA")
     partial_batch_size: int = _opt(
         0,
@@ -271,6 +277,9 @@ class StreamConfig:
     # The client resumes a dropped connection: the server acknowledges audio and keeps the
     # session for a while when its connection drops (streaming.resume).
     resumable: bool = False
+    # Speaker labels on one channel (streaming.diarize): at most max_speakers of them.
+    diarize: bool = False
+    max_speakers: int = MAX_DIARIZED_SPEAKERS
 
     @property
     def speaker_labels(self) -> tuple[str, ...]:
@@ -299,6 +308,8 @@ STREAM_PARAMETERS = (
     "multichannel",
     "speakers",
     "resumable",
+    "diarize",
+    "max_speakers",
 )
 MAX_SPEAKER_LABEL = 40
 MAX_CHANNELS = 8
@@ -339,12 +350,14 @@ def parse_stream_config(
     multilingual: bool,
     languages: frozenset[str] = frozenset(),
     max_speakers: int = 2,
+    diarization: bool = False,
 ) -> StreamConfig:
     """Parse and validate the query parameters of a stream.
 
     ``multilingual`` says whether the loaded model can detect a language or translate;
     ``languages`` lists the codes it knows (empty: not checked); ``max_speakers`` is the most
-    channels a ``multichannel`` stream may have.
+    channels a ``multichannel`` stream may have; ``diarization`` whether a speaker model is
+    loaded (``diarize=true`` needs one).
     Raises :class:`InvalidParameter` naming the first bad parameter.
     """
     unknown = sorted(set(query) - set(STREAM_PARAMETERS) - {"token"})
@@ -383,7 +396,7 @@ def parse_stream_config(
             raise InvalidParameter(f"language {language!r} is not known to this model")
         else:
             values["language"] = language
-    for name in ("interim_results", "multichannel", "resumable"):
+    for name in ("interim_results", "multichannel", "resumable", "diarize"):
         if name in query:
             values[name] = _parse_bool(name, query[name])
     for name in ("prompt", "hotwords"):
@@ -406,7 +419,22 @@ def parse_stream_config(
             )
     elif "speakers" in query:
         raise InvalidParameter("speakers needs multichannel=true")
+    _parse_diarize(query, values, diarization)
     return StreamConfig(**values)
+
+
+def _parse_diarize(query: Mapping[str, str], values: dict[str, Any], diarization: bool) -> None:
+    if "max_speakers" in query:
+        if not values.get("diarize"):
+            raise InvalidParameter("max_speakers needs diarize=true")
+        values["max_speakers"] = _parse_int("max_speakers", query["max_speakers"], 1, MAX_DIARIZED_SPEAKERS)
+    if values.get("diarize"):
+        if values.get("multichannel"):
+            raise InvalidParameter(
+                "diarize=true is for one channel; with multichannel, each channel is a speaker"
+            )
+        if not diarization:
+            raise InvalidParameter("diarize=true is not available: this server has no speaker model")
 
 
 def _parse_speakers(value: str) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from streaming.audio import Samples
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
+from streaming.voices import Voiceprint
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ class Decoded:
     words: tuple[DecodedWord, ...]
     language: str | None
     seconds: float  # compute time spent on this decode
+    # Speaker embeddings of the stretches its job asked for (``Job.voices``), made by the
+    # scheduler's worker after the decode; the engine itself leaves this empty.
+    voices: tuple[Voiceprint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,3 +154,7 @@ class ChecksumMismatch(ModelError):
         self.path = path
         self.expected = expected
         self.actual = actual
+
+
+class SpeakerModelMissing(ModelError):
+    """The speaker model's package is not installed: the server starts without diarization."""

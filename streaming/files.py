@@ -25,6 +25,9 @@ from streaming.messages import FinalMessage
 from streaming.services import MODEL_LOADING, Services, services
 from streaming.session import Session
 
+# The hosted request's options, and ours beside them (speaker labels on one channel).
+PREDICT_OPTIONS = ("language", "task", "diarize", "max_speakers")
+
 
 def http_error(exc: StreamingError, status: int) -> JSONResponse:
     return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=status)
@@ -73,11 +76,12 @@ async def predict_endpoint(request: Request) -> Response:
             400,
         )
     try:
-        options = {k: str(payload[k]) for k in ("language", "task") if payload.get(k) is not None}
+        options = {k: str(payload[k]) for k in PREDICT_OPTIONS if payload.get(k) is not None}
         stream = parse_stream_config(
             {**options, "encoding": "pcm_f32le", "interim_results": "false"},
             multilingual=found.engine.multilingual,
             languages=found.engine.languages,
+            diarization=found.diarization,
         )
         data = base64.b64decode(payload["audio"], validate=True)
     except InvalidParameter as exc:

@@ -3,10 +3,12 @@ which runs them (so the scheduler never imports the session)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from streaming.engine import Clip, DecodeOptions
+from streaming.engine import Clip, Decoded, DecodeOptions
+from streaming.voices import Embedder, Voiceprint
 
 JobKind = Literal["final", "partial"]
 
@@ -36,6 +38,9 @@ class Job:
     # A partial of a new utterance decoded beside the previous utterance's final (on another
     # worker): its words are shown, never committed, since they lack that final's context.
     preview: bool = False
+    # Stream-sample stretches of the clip to embed as voiceprints (a diarized stream's speech
+    # whose speaker is not decided yet), embedded by the worker right after the decode.
+    voices: tuple[tuple[int, int], ...] = ()
 
     @property
     def stream_key(self) -> tuple[str, int]:
@@ -45,3 +50,16 @@ class Job:
     @property
     def end(self) -> int:
         return self.start + len(self.clip.audio)
+
+
+def with_voiceprints(jobs: Sequence[Job], results: Sequence[Decoded], embedder: Embedder) -> list[Decoded]:
+    """The jobs' results with the voiceprints they asked for (``Job.voices``), all embedded in
+    one call."""
+    wanted = [(i, lo, hi) for i, job in enumerate(jobs) for lo, hi in job.voices]
+    vectors = embedder.embed(
+        [jobs[i].clip.audio[lo - jobs[i].start : hi - jobs[i].start] for i, lo, hi in wanted]
+    )
+    prints: dict[int, list[Voiceprint]] = {}
+    for (i, lo, hi), vector in zip(wanted, vectors, strict=True):
+        prints.setdefault(i, []).append(Voiceprint(lo, hi, vector))
+    return [replace(result, voices=tuple(prints.get(i, ()))) for i, result in enumerate(results)]

@@ -78,6 +78,11 @@ class _Live(Collector):
             "of streaming_model_seconds, the seconds spent on finals (the work that cannot be shed)",
             value=stats.final_model_seconds,
         )
+        yield CounterMetricFamily(
+            "streaming_voice_seconds",
+            "seconds the speaker model spent on voiceprints of diarized streams",
+            value=stats.voice_seconds,
+        )
         estimate = self._capacity(stats)
         if estimate is not None:  # absent until enough speech was decoded to tell
             yield GaugeMetricFamily(

@@ -18,7 +18,7 @@ from streaming.auth import Gate
 from streaming.clock import Clock
 from streaming.config import Config, StreamConfig
 from streaming.engine import Engine, Thresholds, WhisperEngine
-from streaming.errors import ServerFull, ShuttingDown, StreamingError
+from streaming.errors import ServerFull, ShuttingDown, SpeakerModelMissing, StreamingError
 from streaming.metrics import Metrics
 from streaming.models import resolve_model
 from streaming.resume import EndedStreams
@@ -27,6 +27,7 @@ from streaming.session import Session
 from streaming.settings import SessionSettings
 from streaming.transport import StreamConnection, refuse
 from streaming.vad import Scorer, Segmenter, VadParams
+from streaming.voices import VoiceEncoder
 
 logger = logging.getLogger(__name__)
 MODEL_LOADING = "the model is still loading; retry in a few seconds"
@@ -91,6 +92,7 @@ class Services:
     gate: Gate = field(default_factory=lambda: Gate((), ()))
     engine: Engine | None = None
     scheduler: Scheduler | None = None
+    diarization: bool = False  # the speaker model is loaded: streams may ask for diarize=true
     load_error: str | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     metrics: Metrics = field(init=False)
@@ -151,6 +153,16 @@ def services(conn: HTTPConnection) -> Services:
     found = conn.state.services
     assert isinstance(found, Services)
     return found
+
+
+def load_voices() -> VoiceEncoder | None:
+    """The speaker model for ``diarize=true``, or None (said in the log) when its package is
+    not installed; a file that fails its checksum stops the server like the Whisper model."""
+    try:
+        return VoiceEncoder.load()
+    except SpeakerModelMissing as exc:
+        logger.warning("%s", exc)
+        return None
 
 
 def whisper_factory(config: Config) -> EngineFactory:

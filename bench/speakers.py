@@ -12,8 +12,9 @@ the true count. ``--stream`` also streams each file in real time and scores the 
 ``--tune`` embeds clips that are *not* in mono-call (24 LJ Speech clips not used there, the JFK
 clip, LibriSpeech 1272, the OSR Harvard reader cut in 7, two Austen clips not used there) at
 16 kHz and through an 8 kHz telephone band, and prints how well each cosine threshold tells
-same-speaker pairs from different-speaker pairs: the evidence for ``streaming.diarize.THRESHOLD``.
-mono-call is never used to choose it.
+same-speaker pairs from different-speaker pairs (the evidence for ``streaming.diarize.THRESHOLD``),
+and, in conversations built from those clips and cut by the stream's VAD, how well each tells a
+run that goes on its turn from a change of speaker (``CHANGE``). mono-call never chooses either.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from bench import provenance, publish
 from bench.capacity import scrape
 from bench.latency import DATA
 from clients.stream import read_audio, stream_file
+from streaming.config import Config
 from streaming.testing import free_port, serve_process
+from streaming.vad import Segmenter, SileroVad, VadParams
 from streaming.voices import VoiceEncoder
 
 
@@ -88,48 +91,110 @@ def voice_seconds(base: str) -> float:
     return scrape(base).get("streaming_voice_seconds_total", 0.0)
 
 
-def tune() -> dict[str, Any]:
-    encoder = VoiceEncoder.load()
+def load(name: str) -> np.ndarray:
+    found = read_audio(DATA / name)
+    mono = found.samples[:, 0]
+    return soxr.resample(mono, found.sample_rate, 16000) if found.sample_rate != 16000 else mono
+
+
+def telephone(audio: np.ndarray) -> np.ndarray:
+    """Through an 8 kHz band and back, as a call's audio reaches the model."""
+    return soxr.resample(soxr.resample(audio, 16000, 8000), 8000, 16000).astype(np.float32)
+
+
+def tune_clips() -> list[tuple[str, np.ndarray]]:
+    """(speaker, audio) of speech that is not in mono-call."""
     entries = manifest()
     used = " ".join(t[1].lower() for e in entries if e["set"] == "mono-call" for t in e["speaker_segments"])
 
-    def load(name: str) -> np.ndarray:
-        found = read_audio(DATA / name)
-        mono = found.samples[:, 0]
-        return soxr.resample(mono, found.sample_rate, 16000) if found.sample_rate != 16000 else mono
+    def parts(audio: np.ndarray, n: int) -> list[np.ndarray]:
+        return list(np.array_split(audio, n))
 
-    def halves(audio: np.ndarray, n: int) -> list[np.ndarray]:
-        size = len(audio) // n
-        return [audio[i * size : (i + 1) * size] for i in range(n)]
-
-    items = [
-        ("lj", load(e["audio"]))
-        for e in entries
-        if e["set"] == "ljspeech" and e["text"].lower()[:30] not in used
-    ][:24]
-    items += [("jfk", a) for a in halves(load("read/jfk.flac"), 2)]
-    items += [("1272", a) for a in halves(load("read/test.flac"), 2)]
-    items += [("osr", a) for a in halves(load("telephony/OSR_us_000_0034_8k.flac"), 7)]
+    unused_lj = [e for e in entries if e["set"] == "ljspeech" and e["text"].lower()[:30] not in used]
+    items = [("lj", load(e["audio"])) for e in unused_lj[:24]]
+    items += [("jfk", a) for a in parts(load("read/jfk.flac"), 2)]
+    items += [("1272", a) for a in parts(load("read/test.flac"), 2)]
+    items += [("osr", a) for a in parts(load("telephony/OSR_us_000_0034_8k.flac"), 7)]
     items += [("austen", load(f"read/sense_and_sensibility_01_austen_64kb-0{n}.flac")) for n in (920, 930)]
+    return items
+
+
+def tune_threshold(encoder: VoiceEncoder, items: list[tuple[str, np.ndarray]], band: str) -> dict[str, Any]:
+    """How well each cosine threshold tells same-speaker clips from different-speaker ones."""
+    vectors = np.stack(encoder.embed([a if band == "16k" else telephone(a) for _, a in items]))
+    similarity = vectors @ vectors.T
+    same, different = [], []
+    for i, j in itertools.combinations(range(len(items)), 2):
+        (same if items[i][0] == items[j][0] else different).append(float(similarity[i, j]))
+    return {
+        "same_min": round(min(same), 3),
+        "different_max": round(max(different), 3),
+        "balanced_accuracy": balanced(same, different, np.arange(0.6, 0.851, 0.025)),
+    }
+
+
+def tune_change(encoder: VoiceEncoder, items: list[tuple[str, np.ndarray]], band: str) -> dict[str, Any]:
+    """Conversations built from the same clips (LJ Speech taking three turns with each other
+    reader, whose speech is cut in three; 0.4 to 0.9 s apart), cut into runs by the stream's
+    VAD: each run's similarity to the turn before it, when the speaker goes on and when it
+    changes."""
+    rng = np.random.default_rng(0)
+    lj = [a for s, a in items if s == "lj"]
+    others: dict[str, list[np.ndarray]] = {}
+    for speaker, audio in items:
+        if speaker != "lj":
+            others.setdefault(speaker, []).append(audio)
+    vad, params = SileroVad(), VadParams.from_config(Config())
+    goes_on, changes = [], []
+    for n, (speaker, clips) in enumerate(others.items()):
+        thirds = np.array_split(np.concatenate(clips), 3)
+        turns = [
+            t for i, third in enumerate(thirds) for t in (("lj", lj[(3 * n + i) % len(lj)]), (speaker, third))
+        ]
+        audio, spans, at = [], [], 0
+        for who, clip in turns:
+            gap = np.zeros(int(rng.uniform(0.4, 0.9) * 16000), np.float32)
+            spans.append((who, at, at + len(clip)))
+            audio += [clip, gap]
+            at += len(clip) + len(gap)
+        whole = np.concatenate(audio).astype(np.float32)
+        whole = whole if band == "16k" else telephone(whole)
+        segmenter = Segmenter(vad.scorer(), params)
+        runs = [
+            r
+            for i in range(0, len(whole), 1600)
+            for u in segmenter.push(whole[i : i + 1600])
+            for r in u.speech
+        ]
+        turn, owner = None, None
+        for (lo, hi), vector in zip(runs, encoder.embed([whole[lo:hi] for lo, hi in runs]), strict=True):
+            who = true_speaker([[s, "", a / 16000, b / 16000] for s, a, b in spans], lo / 16000, hi / 16000)
+            if turn is not None:
+                alike = float(vector @ (turn / np.linalg.norm(turn)))
+                (goes_on if who == owner else changes).append(alike)
+            weighted = vector * (hi - lo) / 16000
+            turn, owner = (turn + weighted, owner) if turn is not None and who == owner else (weighted, who)
+    return {
+        "runs_going_on": len(goes_on),
+        "changes": len(changes),
+        "going_on_min": round(min(goes_on), 3),
+        "change_max": round(max(changes), 3),
+        "balanced_accuracy": balanced(goes_on, changes, np.arange(0.5, 0.751, 0.025)),
+    }
+
+
+def balanced(positive: list[float], negative: list[float], thresholds: np.ndarray) -> dict[str, float]:
+    above, below = np.array(positive), np.array(negative)
+    return {f"{t:.3f}": round(float((np.mean(above >= t) + np.mean(below < t)) / 2), 3) for t in thresholds}
+
+
+def tune() -> dict[str, Any]:
+    encoder = VoiceEncoder.load()
+    items = tune_clips()
     report: dict[str, Any] = {"clips": len(items), "speakers": len({s for s, _ in items})}
     for band in ("16k", "8k"):
-        audio = [
-            a if band == "16k" else soxr.resample(soxr.resample(a, 16000, 8000), 8000, 16000)
-            for _, a in items
-        ]
-        vectors = np.stack(encoder.embed(audio))
-        similarity = vectors @ vectors.T
-        same, different = [], []
-        for i, j in itertools.combinations(range(len(items)), 2):
-            (same if items[i][0] == items[j][0] else different).append(float(similarity[i, j]))
-        report[band] = {
-            "same_min": round(min(same), 3),
-            "different_max": round(max(different), 3),
-            "balanced_accuracy": {
-                f"{t:.3f}": round((np.mean(np.array(same) >= t) + np.mean(np.array(different) < t)) / 2, 3)
-                for t in np.arange(0.6, 0.851, 0.025)
-            },
-        }
+        report[f"threshold_{band}"] = tune_threshold(encoder, items, band)
+        report[f"change_{band}"] = tune_change(encoder, items, band)
     return report
 
 

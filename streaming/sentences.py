@@ -10,7 +10,7 @@ segment per sentence. A 0.3 s gap that ended a VAD utterance is not a real pause
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from streaming import engine
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
@@ -95,6 +95,22 @@ class SentenceCutter:
         return Transcript(
             start=start, end=end, text=text, words=tuple(words), speaker=self.speaker, continues=continues
         )
+
+
+@dataclass
+class SentenceCutters:
+    """A sentence state per speaker (a channel's, or a voice told apart on one channel), each
+    made when its speaker's first words come."""
+
+    pause: float
+    longest: float
+    _cutters: dict[str | None, SentenceCutter] = field(default_factory=dict)
+
+    def of(self, speaker: str | None) -> SentenceCutter:
+        found = self._cutters.get(speaker)
+        if found is None:
+            found = self._cutters[speaker] = SentenceCutter.of(self.pause, self.longest, speaker)
+        return found
 
 
 def join_words(words: Sequence[Word]) -> str:

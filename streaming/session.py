@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
@@ -50,7 +50,7 @@ from streaming.errors import (
 )
 from streaming.jobs import Job, JobKind
 from streaming.messages import Transcript, Word
-from streaming.sentences import SentenceCutter, join_sentences
+from streaming.sentences import SentenceCutters, join_sentences
 from streaming.settings import SessionSettings
 from streaming.timing import Observer, Timing
 from streaming.track import Outcome, Track, TrackStats
@@ -92,9 +92,7 @@ class Session:
         self._tracks = [
             Track(i, speaker, new_segmenter(), track_settings, now) for i, speaker in enumerate(speakers)
         ]
-        self._sentences = [
-            SentenceCutter.of(settings.sentence_pause, settings.max_sentence, speaker) for speaker in speakers
-        ]
+        self._sentences = SentenceCutters(settings.sentence_pause, settings.max_sentence)
         self._prompts = [
             PromptContext(enabled=settings.condition_on_previous_text, max_chars=settings.prompt_chars)
             for _ in speakers
@@ -102,7 +100,6 @@ class Session:
         self._word_lag = round(ALIGNMENT_LAG.get(settings.model, 0.0) * SAMPLE_RATE)
         # diarize=true (one channel): speakers from voiceprints, a sentence cutter per speaker.
         self._diarizer = Diarizer(Clusters(max_speakers=stream.max_speakers)) if stream.diarize else None
-        self._speaker_sentences: dict[str, SentenceCutter] = {}
         self._tickets = itertools.count(1)
         self._outbox: list[events.Event] = []
         self._jobs: list[Job] = []
@@ -215,7 +212,8 @@ class Session:
                     self._model_seconds += decoded.seconds
                     self._last_activity = max(self._last_activity, self._clock.now())
                 if self._diarizer is not None:
-                    self._diarizer.learn(decoded.voices, over=job.kind == "final")
+                    # An eager final's pause may yet give way to more speech: its runs may go on.
+                    self._diarizer.learn(decoded.voices, over=job.kind == "final" and not job.speculative)
                 self._emit(track, track.on_result(job, decoded))
         self._dispatch()
 
@@ -379,10 +377,10 @@ class Session:
         for track in self._tracks:
             column = samples if samples.ndim == 1 else np.ascontiguousarray(samples[:, track.index])
             track.push(column, now)
-            self._outbox += track.take_events()
+            self._take_events(track)
             self._emit(track, track.take_eager())
         if self._diarizer is not None:  # a pause long enough ends a speaker's turn
-            self._send_speakers(self._tracks[0], self._diarizer.heard(self._tracks[0].segmenter.received))
+            self._send(self._tracks[0], self._diarizer.heard(self._tracks[0].segmenter.received))
 
     def _received_samples(self) -> int:
         return max(track.segmenter.received for track in self._tracks)
@@ -466,9 +464,9 @@ class Session:
         if outcome.committed:
             words = [w.word(self._word_lag) for w in outcome.committed]
             if self._diarizer is None:
-                self._send_pieces(track, self._sentences[track.index], words)
+                self._send(track, [(track.speaker, words)])
             else:
-                self._send_speakers(track, self._diarizer.take(words))
+                self._send(track, self._diarizer.take(words))
             track.shown_at = self._clock.now()
         text = "".join(w.raw for w in outcome.partial or ()).strip()
         # A lone mark ("." at the end of audio) is no caption: it would linger under the line.
@@ -480,23 +478,25 @@ class Session:
                 )
             )
             track.shown_at = self._clock.now()
-        self._outbox += track.take_events()  # an utterance done comes after its words
+        self._take_events(track)  # an utterance done comes after its words
 
-    def _send_pieces(self, track: Track, cutter: SentenceCutter, words: list[Word]) -> None:
-        for piece in cutter.pieces(words):
-            self._transcripts.append(piece)
-            self._prompts[track.index].add(piece.text)
-            self._outbox.append(events.Segment(track.index, piece))
+    def _take_events(self, track: Track) -> None:
+        """The channel's voice activity and utterances done, for the client (and the diarizer,
+        whose turns end in silence)."""
+        found = track.take_events()
+        if self._diarizer is not None:
+            for event in found:
+                if isinstance(event, events.SpeechStarted | events.SpeechStopped):
+                    self._diarizer.voice(started=isinstance(event, events.SpeechStarted), at=event.at)
+        self._outbox += found
 
-    def _send_speakers(self, track: Track, runs: list[tuple[str, list[Word]]]) -> None:
-        """Words whose speaker is decided, each run through its speaker's sentences."""
+    def _send(self, track: Track, runs: Sequence[tuple[str | None, list[Word]]]) -> None:
+        """Committed words, in runs of one speaker each, as that speaker's sentence pieces."""
         for speaker, words in runs:
-            cutter = self._speaker_sentences.get(speaker)
-            if cutter is None:
-                settings = self.settings
-                cutter = SentenceCutter.of(settings.sentence_pause, settings.max_sentence, speaker)
-                self._speaker_sentences[speaker] = cutter
-            self._send_pieces(track, cutter, words)
+            for piece in self._sentences.of(speaker).pieces(words):
+                self._transcripts.append(piece)
+                self._prompts[track.index].add(piece.text)
+                self._outbox.append(events.Segment(track.index, piece))
 
     # ------------------------------------------------------------------ ending
 
@@ -535,7 +535,7 @@ class Session:
         now = self._clock.now()
         for track in self._tracks:
             track.cut(now)
-            self._outbox += track.take_events()
+            self._take_events(track)
             self._emit(track, track.take_eager())
         self._dispatch()
 
@@ -550,7 +550,7 @@ class Session:
 
     def _close_now(self) -> None:
         if self._diarizer is not None:
-            self._send_speakers(self._tracks[0], self._diarizer.flush())
+            self._send(self._tracks[0], self._diarizer.flush())
         sentences = join_sentences(self._transcripts)
         self._outbox.append(events.Final(sentences, round(self._model_seconds * 1000)))
         self.phase = Phase.CLOSED

@@ -97,16 +97,35 @@ def test_a_short_turn_like_nobody_waits_for_its_end_then_starts_a_speaker_only_i
     diarizer = Diarizer(Clusters())
     diarizer.learn([heard(0.0, 4.0, A)], over=True)
     diarizer.take([word("one", 0.5, 1.0)])
+    diarizer.voice(started=True, at=round(5.0 * RATE))
     diarizer.learn([heard(5.0, 7.0, B)], over=True)  # 2 s of a new voice, then silence
     assert diarizer.take([word("two", 5.5, 6.0)]) == []
+    diarizer.voice(started=False, at=round(7.0 * RATE))
     assert diarizer.heard(round(7.5 * RATE)) == []  # a pause, not yet the turn's end
     assert texts(diarizer.heard(round(8.0 * RATE))) == [("speaker_1", ["two"])]
     # 2 s like speaker_0 at 0.70, between CHANGE and THRESHOLD: not clearly new, so speaker_0.
     between = unit(1, 0, 1.02)
+    diarizer.voice(started=True, at=round(9.0 * RATE))
     diarizer.learn([heard(9.0, 11.0, between)], over=True)
     assert diarizer.take([word("three", 9.5, 10.0)]) == []
+    diarizer.voice(started=False, at=round(11.0 * RATE))
     assert texts(diarizer.heard(round(12.0 * RATE))) == [("speaker_0", ["three"])]
     assert len(diarizer.clusters) == 2
+
+
+def test_a_turn_is_not_over_while_the_vad_hears_speech_its_runs_not_yet_embedded() -> None:
+    diarizer = Diarizer(Clusters())
+    diarizer.learn([heard(0.0, 4.0, A)], over=True)
+    diarizer.take([word("one", 0.5, 1.0)])
+    diarizer.voice(started=False, at=round(4.0 * RATE))
+    diarizer.voice(started=True, at=round(4.5 * RATE))  # a "Mr." and on, no decode back yet
+    diarizer.learn([heard(4.5, 4.9, B)], over=True)  # too short to tell: on the turn before
+    assert diarizer.heard(round(9.0 * RATE)) == []
+    diarizer.learn([heard(5.2, 5.2 + NEW_VOICE / RATE, B)], over=False)  # a new voice after all
+    assert texts(diarizer.take([word("mister", 4.6, 4.8), word("john", 5.4, 5.8)])) == [
+        ("speaker_0", ["mister"]),
+        ("speaker_1", ["john"]),
+    ]
 
 
 def test_a_decided_turn_is_never_relabelled_but_sharpens_its_speaker() -> None:

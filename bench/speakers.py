@@ -59,7 +59,7 @@ def true_speaker(turns: list[list[Any]], start: float, end: float) -> str:
 
 def score(turns: list[list[Any]], words: list[dict[str, Any]]) -> dict[str, Any]:
     """Share of words right under the best one-to-one mapping of labels onto speakers."""
-    pairs = Counter((w["speaker"], true_speaker(turns, w["start"], w["end"])) for w in words)
+    pairs = Counter((str(w["speaker"]), true_speaker(turns, w["start"], w["end"])) for w in words)
     labels = sorted({str(w["speaker"]) for w in words})
     speakers = sorted({t[0] for t in turns})
     best = 0

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streaming import events
+from streaming import diarize, events
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import StreamConfig, bool_word, parse_stream_config
 from streaming.errors import InvalidMessage, InvalidParameter, StreamingError
@@ -53,6 +53,7 @@ TAKEN = {
     "interim_results",
     "punctuate",
     "vad_events",
+    "diarize",
     "utterance_end_ms",
     "keyterm",
     "keywords",
@@ -64,7 +65,7 @@ REFUSED = {
     "callback_method": "callbacks are not supported: read the results on the websocket",
     "redact": "redaction is not supported; the transcript would carry what you asked to redact",
 }
-# Everything else (model, endpointing, smart_format, diarize, numerals, tag, ...) is accepted
+# Everything else (model, endpointing, smart_format, diarize_model, numerals, tag, ...) is accepted
 # and ignored; docs/compatibility.md says why, one by one.
 _KEYWORD_BOOST = re.compile(r":-?\d+(\.\d+)?$")
 _UNPUNCTUATED = re.compile(r"[^\w'-]+")
@@ -83,7 +84,12 @@ class ListenOptions:
 
 
 def parse_listen_query(
-    query: Iterable[tuple[str, str]], *, multilingual: bool, languages: frozenset[str], max_speakers: int
+    query: Iterable[tuple[str, str]],
+    *,
+    multilingual: bool,
+    languages: frozenset[str],
+    max_speakers: int,
+    diarization: bool = False,
 ) -> ListenOptions:
     """Deepgram's query parameters (repeated keys allowed) as our stream's. Raises
     :class:`InvalidParameter` for a refused or malformed one."""
@@ -99,7 +105,7 @@ def parse_listen_query(
     if encoding not in ENCODINGS:
         raise InvalidParameter(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding[:40]!r}")
     ours["encoding"] = ENCODINGS[encoding]
-    for name in ("sample_rate", "channels", "multichannel"):
+    for name in ("sample_rate", "channels", "multichannel", "diarize"):
         if name in one:
             ours[name] = one[name]
     if "language" in one:
@@ -111,7 +117,11 @@ def parse_listen_query(
     if terms:
         ours["hotwords"] = " ".join(term.strip() for term in terms if term.strip())
     stream = parse_stream_config(
-        ours, multilingual=multilingual, languages=languages, max_speakers=max_speakers
+        ours,
+        multilingual=multilingual,
+        languages=languages,
+        max_speakers=max_speakers,
+        diarization=diarization,
     )
     end_ms = None
     if "utterance_end_ms" in one:
@@ -304,7 +314,7 @@ class DeepgramAdapter:
         return out
 
     def _results(self, index: int, transcript: Transcript, *, final: bool) -> dict[str, Any]:
-        words = [self._word(w) for w in transcript.words]
+        words = [self._word(w, transcript.speaker) for w in transcript.words]
         punctuate = self.options.punctuate
         text = transcript.text if punctuate else " ".join(w["word"] for w in words)
         confidence = sum(w.probability for w in transcript.words) / len(words) if words else 0.0
@@ -326,15 +336,18 @@ class DeepgramAdapter:
             },
         }
 
-    def _word(self, word: Word) -> dict[str, Any]:
+    def _word(self, word: Word, speaker: str | None) -> dict[str, Any]:
         plain = _UNPUNCTUATED.sub("", word.text).lower() or word.text.lower()
-        return {
+        out: dict[str, Any] = {
             "word": plain,
             "start": seconds(word.start),
             "end": seconds(word.end),
             "confidence": round(word.probability, 4),
             "punctuated_word": word.text if self.options.punctuate else plain,
         }
+        if self.options.stream.diarize and speaker is not None:
+            out["speaker"] = diarize.index_of(speaker)  # Deepgram numbers speakers from 0
+        return out
 
     def _metadata(self) -> dict[str, Any]:
         return {

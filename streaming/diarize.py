@@ -54,8 +54,16 @@ TURN_WAIT = SAMPLE_RATE
 KEEP_BEHIND = 60 * SAMPLE_RATE
 
 
+LABEL = "speaker_"
+
+
 def label(index: int) -> str:
-    return f"speaker_{index}"
+    return f"{LABEL}{index}"
+
+
+def index_of(name: str) -> int:
+    """The number in a label (``speaker_2`` -> 2), for protocols that number speakers."""
+    return int(name.removeprefix(LABEL))
 
 
 class Clusters:

@@ -147,6 +147,7 @@ async def listen_endpoint(websocket: WebSocket) -> None:
             multilingual=engine.multilingual,
             languages=engine.languages,
             max_speakers=found.config.max_speakers,
+            diarization=found.diarization,
         )
     except InvalidParameter as exc:
         await found.refuse(websocket, exc, _deepgram_refuse)

@@ -128,6 +128,41 @@ async def test_the_deepgram_sdk_streams_a_file_with_interim_final_and_finalize(
 
 
 @pytest.mark.model
+async def test_the_deepgram_sdk_gets_speakers_on_one_channel_with_diarize(
+    keyed_server: RunningServer, data_dir: Path, manifest: dict[str, dict[str, Any]]
+) -> None:
+    from bench.speakers import score
+
+    name = "mono_call/conv_1_8k.flac"
+    recording = read_audio(data_dir / name)
+    got: list[Any] = []
+    async with client(keyed_server).listen.v1.connect(
+        model="nova-3", encoding="linear16", sample_rate="8000", diarize="true"
+    ) as connection:
+
+        async def read() -> None:
+            async for message in connection:
+                got.append(message)
+
+        reader = asyncio.create_task(read())
+        await send_paced(connection, pcm16(recording), 8000)
+        await connection.send_close_stream()
+        await asyncio.wait_for(reader, 60)
+
+    finals = [m for m in got if isinstance(m, ListenV1Results) and m.is_final]
+    words = [
+        {"speaker": w.speaker, "start": w.start, "end": w.end}
+        for m in finals
+        for w in m.channel.alternatives[0].words
+    ]
+    assert words
+    assert all(isinstance(w["speaker"], int) for w in words)
+    found = score(manifest[name]["speaker_segments"], words)
+    assert found["right_speaker"] >= 0.9
+    assert found["speakers_found"] == 2
+
+
+@pytest.mark.model
 async def test_a_wrong_key_is_refused_at_the_handshake_with_401(keyed_server: RunningServer) -> None:
     with pytest.raises(ApiError) as raised:
         async with client(keyed_server, key="wrong").listen.v1.connect(model="nova-3"):

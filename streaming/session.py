@@ -23,12 +23,13 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
 import numpy as np
 
-from streaming import events, messages
+from streaming import events, messages, onsets
 from streaming.audio import Samples, StreamDecoder
 from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
@@ -53,7 +54,7 @@ from streaming.messages import Transcript, Word
 from streaming.sentences import SentenceCutters, join_sentences
 from streaming.settings import SessionSettings
 from streaming.timing import Observer, Timing
-from streaming.track import Outcome, Track, TrackStats
+from streaming.track import Outcome, Spoken, Track, TrackStats
 from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -462,7 +463,7 @@ class Session:
     def _emit(self, track: Track, outcome: Outcome) -> None:
         """Send what a decode committed, as sentence pieces, and the uncommitted rest."""
         if outcome.committed:
-            words = [w.word(self._word_lag) for w in outcome.committed]
+            words = [self._word(track, w) for w in outcome.committed]
             if self._diarizer is None:
                 self._send(track, [(track.speaker, words)])
             else:
@@ -479,6 +480,18 @@ class Session:
             )
             track.shown_at = self._clock.now()
         self._take_events(track)  # an utterance done comes after its words
+
+    def _word(self, track: Track, spoken: Spoken) -> Word:
+        """A committed word as sent: its timing less the model's alignment lag, its edges at
+        pauses where the audio's energy puts them (:mod:`streaming.onsets`). The commit rule
+        works on the timings as aligned, which its thresholds were measured on."""
+        word = spoken.word(self._word_lag)
+        lo = max(spoken.start - self._word_lag - onsets.REACH, track.history.start, 0)
+        audio = track.history.slice(lo, spoken.end + onsets.REACH)
+        if len(audio) < spoken.end - lo:
+            return word  # the audio is gone (it cannot be, but then the aligned timing stands)
+        start, end = onsets.edges(audio, spoken.start - lo, spoken.end - lo, self._word_lag)
+        return replace(word, start=lo + start, end=lo + end)
 
     def _take_events(self, track: Track) -> None:
         """The channel's voice activity and utterances done, for the client (and the diarizer,

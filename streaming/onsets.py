@@ -34,6 +34,8 @@ def edges(audio: Samples, start: int, end: int, lag: int) -> tuple[int, int]:
     aligned span holds a pause, the part beyond the pause is not the word's; and an end short of
     a pause within :data:`REACH` is carried to it. ``audio`` must reach ``REACH`` past the word."""
     start, end = max(start - lag, 0), max(end - lag, 0)
+    if end > len(audio):
+        raise ValueError(f"the audio ({len(audio)} samples) does not hold the word (to {end})")
     level = _levels(audio)
     first, last = start // FRAME, min(max(end // FRAME, start // FRAME + 1), len(level))
     if last <= first:

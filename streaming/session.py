@@ -486,10 +486,12 @@ class Session:
         pauses where the audio's energy puts them (:mod:`streaming.onsets`). The commit rule
         works on the timings as aligned, which its thresholds were measured on."""
         word = spoken.word(self._word_lag)
-        lo = max(spoken.start - self._word_lag - onsets.REACH, track.history.start, 0)
+        lo = max(word.start - onsets.REACH, 0)
         audio = track.history.slice(lo, spoken.end + onsets.REACH)
-        if len(audio) < spoken.end - lo:
-            return word  # the audio is gone (it cannot be, but then the aligned timing stands)
+        if lo < track.history.start or len(audio) < spoken.end - lo:
+            # The channel no longer holds the word's audio (a decode that committed it also let
+            # it go: no context was left to keep it): the aligned timing stands.
+            return word
         start, end = onsets.edges(audio, spoken.start - lo, spoken.end - lo, self._word_lag)
         return replace(word, start=lo + start, end=lo + end)
 

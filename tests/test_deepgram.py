@@ -61,6 +61,16 @@ async def send_paced(connection: Any, audio: bytes, rate: int, channels: int = 1
         await asyncio.sleep(0.1 / speed)
 
 
+def collect(connection: Any, into: list[Any]) -> asyncio.Task[None]:
+    """Read the SDK connection's messages into ``into`` until it closes."""
+
+    async def read() -> None:
+        async for message in connection:
+            into.append(message)
+
+    return asyncio.create_task(read())
+
+
 async def read_until_closed(ws: Any) -> list[dict[str, Any]]:
     messages = []
     try:
@@ -87,12 +97,7 @@ async def test_the_deepgram_sdk_streams_a_file_with_interim_final_and_finalize(
         punctuate="true",
         smart_format="true",  # accepted and ignored
     ) as connection:
-
-        async def read() -> None:
-            async for message in connection:
-                got.append(message)
-
-        reader = asyncio.create_task(read())
+        reader = collect(connection, got)
         await send_paced(connection, pcm16(recording), 16000)
         await connection.send_keep_alive()
         await send_paced(connection, pcm16(Recording(silence(1.5)[:, None], 16000)), 16000, speed=1.0)
@@ -139,12 +144,7 @@ async def test_the_deepgram_sdk_gets_speakers_on_one_channel_with_diarize(
     async with client(keyed_server).listen.v1.connect(
         model="nova-3", encoding="linear16", sample_rate="8000", diarize="true"
     ) as connection:
-
-        async def read() -> None:
-            async for message in connection:
-                got.append(message)
-
-        reader = asyncio.create_task(read())
+        reader = collect(connection, got)
         await send_paced(connection, pcm16(recording), 8000)
         await connection.send_close_stream()
         await asyncio.wait_for(reader, 60)
@@ -206,12 +206,7 @@ async def test_multichannel_results_carry_their_channel(
     async with client(keyed_server).listen.v1.connect(
         model="nova-3", encoding="linear16", sample_rate="8000", channels="2", multichannel="true"
     ) as connection:
-
-        async def read() -> None:
-            async for message in connection:
-                got.append(message)
-
-        reader = asyncio.create_task(read())
+        reader = collect(connection, got)
         await send_paced(connection, pcm16(recording), 8000, channels=2, speed=4.0)
         await connection.send_close_stream()
         await asyncio.wait_for(reader, 60)

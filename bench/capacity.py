@@ -146,7 +146,7 @@ async def run_level(url: str, clip: Window, n: int) -> list[tuple[StreamResult, 
 
 def lag_growth(result: StreamResult, sent_at: dict[float, float], reference: list[list[Any]]) -> float:
     """Median final latency of the last third of the utterances minus that of the first."""
-    per_utterance, _ = utterance_latencies(result, sent_at, reference)
+    per_utterance, _, _ = utterance_latencies(result, sent_at, reference)
     third = max(len(per_utterance) // 3, 1)
     return statistics.median(per_utterance[-third:]) - statistics.median(per_utterance[:third])
 
@@ -165,17 +165,19 @@ def measure(base: str, pid: int, clip: Window, n: int) -> dict[str, Any]:
     complete = all(f is not None for f in finals)
     hypotheses = [f["transcription"] if f else "" for f in finals]
     # Latencies pooled over every stream's utterances.
-    finals_s, firsts_s = [], []
+    finals_s, firsts_s, words_s = [], [], []
     for result, sent_at in runs:
-        f, p = utterance_latencies(result, sent_at, clip.reference)
+        f, p, w = utterance_latencies(result, sent_at, clip.reference)
         finals_s += f
         firsts_s += p
+        words_s += w
     growth = max(lag_growth(r, s, clip.reference) for r, s in runs)
     batches = delta("streaming_batches_total")
     return {
         "streams": n,
         "final_latency_s": pct(finals_s),
         "first_partial_s": pct(firsts_s),
+        "first_words_s": pct(words_s),
         "partials_sent": sum(m["type"] == "partial" for r, _ in runs for m in r.messages),
         "partials_decoded": delta('streaming_decodes_total{kind="partial"}'),
         "partials_shed": delta('streaming_partials_dropped_total{reason="shed"}'),

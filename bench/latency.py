@@ -68,31 +68,34 @@ def send_time(sent_at: dict[float, float], stream_time: float) -> float:
 
 def utterance_latencies(
     result: Any, sent_at: dict[float, float], reference: list[list[Any]]
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     """Per reference utterance: final latency (send of its last audio to the ``segment`` that
-    holds its end) and first-partial latency (send of its first audio to the first ``partial``
-    covering it). Utterances that got none are left out."""
-    segments = [
-        (m["segment"], t)
+    holds its end), first-partial latency (send of its first audio to the first ``partial``
+    covering it) and first-words latency (the same to the first ``partial`` or ``segment``
+    covering it: under load a partial may come late enough to commit its words, which then
+    reach the screen as a ``segment`` and no ``partial`` shows them). Utterances that got
+    none are left out."""
+    shown = [
+        (m["type"], m["segment"], t)
         for m, t in zip(result.messages, result.arrivals, strict=True)
-        if m["type"] == "segment"
+        if m["type"] in ("segment", "partial")
     ]
-    partials = [
-        (m["segment"], t)
-        for m, t in zip(result.messages, result.arrivals, strict=True)
-        if m["type"] == "partial"
-    ]
-    finals, firsts = [], []
+    finals, firsts, words = [], [], []
     for _, start, end in reference:
         # A segment ends with its last word, up to about 0.6 s before an LJ clip does.
-        holder = next((t for s, t in segments if s["start"] <= end <= s["end"] + 0.6), None)
+        holder = next(
+            (t for kind, s, t in shown if kind == "segment" and s["start"] <= end <= s["end"] + 0.6), None
+        )
         if holder is not None:
             finals.append(holder - send_time(sent_at, end))
         sent = send_time(sent_at, start)
-        first = next((t for s, t in partials if s["end"] > start and t > sent and s["start"] < end), None)
+        covering = [(kind, t) for kind, s, t in shown if s["end"] > start and t > sent and s["start"] < end]
+        first = next((t for kind, t in covering if kind == "partial"), None)
         if first is not None:
             firsts.append(first - sent)
-    return finals, firsts
+        if covering:
+            words.append(covering[0][1] - sent)
+    return finals, firsts, words
 
 
 def pct(xs: list[float]) -> dict[str, float]:
@@ -118,19 +121,20 @@ def word_waits(result: Any, sent_at: dict[float, float]) -> list[float]:
 
 
 def latencies(result: Any, sent_at: dict[float, float], reference: list[list[Any]]) -> dict[str, Any]:
-    finals, firsts = utterance_latencies(result, sent_at, reference)
+    finals, firsts, first_words = utterance_latencies(result, sent_at, reference)
     return {
         # TTFS as the pipecat STT benchmark defines it: end of the utterance's speech to its
         # final text.
         "final_latency_s": pct(finals),
         "word_commit_s": pct(word_waits(result, sent_at)),
         "first_partial_s": pct(firsts),
+        "first_words_s": pct(first_words),
         "partials": sum(m["type"] == "partial" for m in result.messages),
         "segments": sum(m["type"] == "segment" for m in result.messages),
     }
 
 
-def offline_wer(model: str, text: str, recording: Recording) -> tuple[float, float]:
+def offline_wer(model: str, text: str, recording: Recording) -> tuple[float, float, str]:
     from faster_whisper import WhisperModel
 
     from streaming.models import resolve_model
@@ -142,7 +146,7 @@ def offline_wer(model: str, text: str, recording: Recording) -> tuple[float, flo
     started = time.perf_counter()
     segments, _ = whisper.transcribe(audio, beam_size=5, language="en")
     hypothesis = " ".join(s.text.strip() for s in segments)
-    return wer(text, hypothesis), time.perf_counter() - started
+    return wer(text, hypothesis), time.perf_counter() - started, hypothesis
 
 
 def main() -> None:
@@ -195,7 +199,10 @@ def main() -> None:
         "reference_sentences": sum(entry["text"].count(mark) for mark in ".?!"),
         **latencies(result, sent_at, entry["segments"]),
     }
-    report["offline_wer"], report["offline_seconds"] = offline_wer(args.model, entry["text"], recording)
+    report["offline_wer"], report["offline_seconds"], report["offline_transcription"] = offline_wer(
+        args.model, entry["text"], recording
+    )
+    report["transcription"] = final["transcription"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

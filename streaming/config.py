@@ -105,6 +105,19 @@ class Config:
         "seconds of audio the encoder sees per utterance, or the utterance plus 1 s if longer; "
         "Whisper's own window is 30, and 15 transcribes as well at half the CPU cost",
     )
+    max_context: float = _opt(
+        4.0,
+        "seconds of committed speech, before the first word not committed, that a stream's decode "
+        "carries as its context (its text forced on the decoder as a prefix); the model reads a "
+        "prefix token by token, at about the cost of decoding as many new words, so a longer one "
+        "costs latency (a whole file's pieces carry all that fits their window)",
+    )
+    partial_encoder_window: float = _opt(
+        10.0,
+        "seconds of audio the encoder sees for a partial; its clip (committed context and the open "
+        "speech) is cut to fit with 1 s to spare: greedy partials read as well as in 15 s at two "
+        "thirds of the CPU, and lose words below 10",
+    )
 
     # Decoding
     beam_size: int = _opt(5, "beam size of final decodes")
@@ -214,6 +227,11 @@ class Config:
             (self.partial_batch_size >= 0, "partial_batch_size must be >= 0"),
             (self.workers >= 0, "workers must be >= 0"),
             (10.0 <= self.encoder_window <= 30.0, "encoder_window must be in [10, 30] seconds"),
+            (self.max_context >= 0, "max_context must be >= 0"),
+            (
+                10.0 <= self.partial_encoder_window <= self.encoder_window,
+                "partial_encoder_window must be in [10, encoder_window] seconds",
+            ),
             (self.max_frame_bytes >= 1024, "max_frame_bytes must be >= 1024"),
             (2 <= self.max_speakers <= MAX_CHANNELS, f"max_speakers must be in [2, {MAX_CHANNELS}]"),
             (self.max_session_seconds > 0, "max_session_seconds must be > 0"),

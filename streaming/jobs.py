@@ -21,7 +21,7 @@ class Job:
     begun: an eager final, thrown away if speech resumes). ``partial`` decodes the open
     utterance so far: its words may be committed (agreed, or old enough) and the rest shown.
     An ``urgent`` partial would commit words that reach their time bound: it goes before other
-    partials and is not shed for its age (but finals still go first)."""
+    partials but ``first`` ones and is not shed for its age (finals still go first)."""
 
     ticket: int
     kind: JobKind
@@ -35,6 +35,9 @@ class Job:
     track: int = 0  # which channel of a multichannel stream
     urgent: bool = False
     speculative: bool = False
+    # A partial of an utterance none of whose words are on screen yet: under load, a new
+    # utterance's first words go before every other partial.
+    first: bool = False
     # A partial of a new utterance decoded beside the previous utterance's final (on another
     # worker): its words are shown, never committed, since they lack that final's context.
     preview: bool = False
@@ -43,9 +46,11 @@ class Job:
     voices: tuple[tuple[int, int], ...] = ()
 
     @property
-    def stream_key(self) -> tuple[str, int]:
-        """One waiting partial per (session, channel)."""
-        return (self.session_id, self.track)
+    def stream_key(self) -> tuple[str, int, bool]:
+        """One waiting partial per (session, channel), and one preview: a partial that comes
+        after a preview (the final before it is back) must not throw the preview away, which
+        may well be decoded first."""
+        return (self.session_id, self.track, self.preview)
 
     @property
     def end(self) -> int:

@@ -15,9 +15,12 @@
   session whose captions have gone longest without an update (``Job.stale_since``) goes
   first, so that under load every stream's captions keep moving, a new utterance's first
   words first;
-- urgent partials (their words reach the commit bound) go before the other partials and are
-  not shed for their age; finals still go first (at 8 streams on 2 cores, urgent partials
-  queued with the finals tripled the p95 final latency, docs/benchmarks.md);
+- a new utterance's first partial (``Job.first``: none of its words is on screen yet) goes
+  before every other partial and is not shed for its age: there is about one per utterance,
+  and it is what a viewer waits for;
+- urgent partials (their words reach the commit bound) go next and are not shed for their
+  age; finals still go first (at 8 streams on 2 cores, urgent partials queued with the finals
+  tripled the p95 final latency, docs/benchmarks.md);
 - eager finals (``Job.speculative``: decoded when a pause begins, in case it ends the
   utterance) are a luxury: one that arrives while anything waits is shed at once, and counted
   (``eager_shed``); the session then decodes the utterance when it closes;
@@ -109,7 +112,7 @@ class DecodeQueue(Generic[T]):
         self.max_finals = max_finals
         self.partial_max_age = partial_max_age
         self._finals: deque[Waiting[T]] = deque()
-        self._partials: OrderedDict[tuple[str, int], Waiting[T]] = OrderedDict()
+        self._partials: OrderedDict[tuple[str, int, bool], Waiting[T]] = OrderedDict()
         self.stats = SchedulerStats()
 
     def __len__(self) -> int:
@@ -142,9 +145,7 @@ class DecodeQueue(Generic[T]):
         if self._finals:
             batch = _take_alike(self._finals, self.batch_size)
         else:
-            queue = deque(
-                sorted(self._partials.values(), key=lambda w: (not w.job.urgent, w.job.stale_since))
-            )
+            queue = deque(sorted(self._partials.values(), key=_partial_rank))
             batch = _take_alike(queue, self.partial_batch_size)
             for waiting in batch:
                 del self._partials[waiting.job.stream_key]
@@ -162,7 +163,7 @@ class DecodeQueue(Generic[T]):
         stale = [
             sid
             for sid, w in self._partials.items()
-            if now - w.submitted > self.partial_max_age and not w.job.urgent
+            if now - w.submitted > self.partial_max_age and not (w.job.urgent or w.job.first)
         ]
         self.stats.partials_shed += len(stale)
         return [self._partials.pop(sid).token for sid in stale]
@@ -170,6 +171,13 @@ class DecodeQueue(Generic[T]):
     def _count(self) -> None:
         self.stats.queued_finals = len(self._finals)
         self.stats.queued_partials = len(self._partials)
+
+
+def _partial_rank(waiting: Waiting[T]) -> tuple[bool, bool, float]:
+    """Partials' order: a new utterance's first words, then words reaching their bound, then
+    the stream whose captions have gone longest without an update."""
+    job = waiting.job
+    return (not job.first, not job.urgent, job.stale_since)
 
 
 def _take_alike(queue: deque[Waiting[T]], limit: int) -> list[Waiting[T]]:

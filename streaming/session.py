@@ -36,7 +36,7 @@ from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import StreamConfig
 from streaming.context import PromptContext
 from streaming.diarize import Clusters, Diarizer
-from streaming.engine import ALIGNMENT_LAG, Clip, Decoded, DecodeOptions
+from streaming.engine import ALIGNMENT_LAG, Decoded, DecodeOptions
 from streaming.errors import (
     FrameTooLarge,
     IdleTimeout,
@@ -49,12 +49,12 @@ from streaming.errors import (
     StreamingError,
     UnexpectedMessage,
 )
-from streaming.jobs import Job, JobKind
+from streaming.jobs import Job
 from streaming.messages import Transcript, Word
 from streaming.sentences import SentenceCutters, join_sentences
 from streaming.settings import SessionSettings
 from streaming.timing import Observer, Timing
-from streaming.track import Outcome, Spoken, Track, TrackStats
+from streaming.track import Due, Outcome, Spoken, Track, TrackStats
 from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -401,7 +401,7 @@ class Session:
             prompt=self._prompts[track.index].prompt(self.stream.prompt),
             hotwords=self.stream.hotwords or None,
             temperature_fallback=not partial,
-            encoder_window=self.settings.encoder_window,
+            encoder_window=self.settings.partial_encoder_window if partial else self.settings.encoder_window,
         )
 
     def _dispatch(self) -> None:
@@ -414,44 +414,33 @@ class Session:
         for track in self._tracks:
             preview = track.preview_job(partials=partials)
             if preview is not None:
-                self._start(track, "partial", preview[0], preview[1], now, preview=True)
+                self._start(track, preview, now)
             due = track.next_job(now, partials=partials)
-            if due is None:
-                continue
-            kind, clip, start, urgent, speculative = due
-            self._start(track, kind, clip, start, now, urgent=urgent, speculative=speculative)
+            if due is not None:
+                self._start(track, due, now)
         self._maybe_final()
 
-    def _start(
-        self,
-        track: Track,
-        kind: JobKind,
-        clip: Clip,
-        start: int,
-        now: float,
-        *,
-        urgent: bool = False,
-        speculative: bool = False,
-        preview: bool = False,
-    ) -> None:
+    def _start(self, track: Track, due: Due, now: float) -> None:
         voices: tuple[tuple[int, int], ...] = ()
-        if self._diarizer is not None and not preview:  # a preview's words are never committed
-            utterance = track.waiting[0] if kind == "final" and not speculative else None
+        final = due.kind == "final"
+        if self._diarizer is not None and not due.preview:  # a preview's words are never committed
+            utterance = track.waiting[0] if final and not due.speculative else None
             speech = utterance.speech if utterance else track.segmenter.speech_ranges()
             # A final's runs are over (an eager one's pause has begun): all of them are embedded.
-            voices = self._diarizer.spans(speech, start, start + len(clip.audio), whole=kind == "final")
+            voices = self._diarizer.spans(speech, due.start, due.start + len(due.clip.audio), whole=final)
         job = Job(
             ticket=next(self._tickets),
-            kind=kind,
+            kind=due.kind,
             session_id=self.id,
-            clip=clip,
-            options=self._options(track, partial=kind == "partial"),
-            start=start,
+            clip=due.clip,
+            options=self._options(track, partial=not final),
+            start=due.start,
             stale_since=track.shown_at,
             track=track.index,
-            urgent=urgent,
-            speculative=speculative,
-            preview=preview,
+            urgent=due.urgent,
+            speculative=due.speculative,
+            first=due.first,
+            preview=due.preview,
             voices=voices,
         )
         track.started(job, now)

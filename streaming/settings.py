@@ -30,6 +30,8 @@ class SessionSettings:
     idle_timeout: float
     max_unsent_messages: int
     encoder_window: float
+    partial_encoder_window: float
+    max_context: float
     commit_bound: float
     eager_finals: bool
     sentence_pause: float
@@ -50,6 +52,8 @@ class SessionSettings:
             idle_timeout=config.idle_timeout,
             max_unsent_messages=config.max_unsent_messages,
             encoder_window=config.encoder_window,
+            partial_encoder_window=config.partial_encoder_window,
+            max_context=config.max_context,
             commit_bound=config.commit_bound,
             eager_finals=config.eager_finals,
             sentence_pause=config.sentence_pause,
@@ -59,12 +63,14 @@ class SessionSettings:
     @classmethod
     def for_file(cls, config: Config, model: str) -> SessionSettings:
         """``POST /predict``: the whole file is there at once, so its pieces may wait for the
-        model (the body limit bounds it), a piece and its context fill Whisper's 30 s window,
-        and no eager final is decoded for a pause that the rest of the file already shows."""
+        model (the body limit bounds it), a piece and all the context that fits fill Whisper's
+        30 s window (no one waits for a piece's words), and no eager final is decoded for a
+        pause that the rest of the file already shows."""
         return dataclasses.replace(
             cls.from_config(config, model),
             max_buffered_seconds=config.max_session_seconds,
             encoder_window=MAX_FRAMES / FRAMES_PER_SECOND,
+            max_context=MAX_FRAMES / FRAMES_PER_SECOND,
             eager_finals=False,
         )
 
@@ -81,6 +87,8 @@ class SessionSettings:
     def track_settings(self) -> TrackSettings:
         return TrackSettings(
             max_decode=round((self.encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
+            max_partial=round((self.partial_encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
+            max_context=round(self.max_context * SAMPLE_RATE),
             commit_bound=self.commit_bound,
             partial_interval=self.partial_interval,
             eager_finals=self.eager_finals,

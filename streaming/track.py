@@ -88,6 +88,8 @@ class TrackSettings:
     """How a track decides (defaults live in :class:`~streaming.config.Config`)."""
 
     max_decode: int  # samples: the longest clip that fits the encoder window with its margin
+    max_partial: int  # the same for a partial's (smaller) window
+    max_context: int  # samples of committed speech a decode may carry before the new speech
     commit_bound: float  # seconds a spoken word may wait for its commit
     partial_interval: float  # seconds between partials; 0: none
     eager_finals: bool
@@ -98,6 +100,19 @@ class TrackSettings:
         partial (one interval, plus its decode) would come too late for the bound."""
         seconds = self.commit_bound - self.partial_interval - 0.3
         return round(max(seconds, 0.2) * SAMPLE_RATE)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A decode a track wants now (the session makes a :class:`~streaming.jobs.Job` of it)."""
+
+    kind: JobKind
+    clip: Clip
+    start: int  # stream sample of clip.audio[0]
+    urgent: bool = False  # a partial that would commit words reaching their bound
+    speculative: bool = False  # an eager final
+    first: bool = False  # a partial of an utterance none of whose words are shown yet
+    preview: bool = False  # a display-only partial beside the previous utterance's final
 
 
 @dataclass
@@ -153,6 +168,7 @@ class Track:
         self.in_flight: tuple[Job, Utterance | None] | None = None
         self.preview: Job | None = None  # a display-only partial beside a final in flight
         self._previewed_from = -1  # the open utterance a preview was decoded for
+        self._shown_from = -1  # the open utterance whose words are on screen (or committed)
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
         self.eager: _Eager | None = None
         self._eager_lost: int | None = None  # the pause whose eager final was shed: no retry
@@ -248,8 +264,8 @@ class Track:
 
     # ------------------------------------------------------------------ what to decode
 
-    def next_job(self, now: float, *, partials: bool) -> tuple[JobKind, Clip, int, bool, bool] | None:
-        """The decode due now, if any: (kind, clip, its start sample, urgent, speculative)."""
+    def next_job(self, now: float, *, partials: bool) -> Due | None:
+        """The decode due now, if any."""
         if self._eager_may_supersede():
             # The pause's eager final hears everything the partial in flight does, and more:
             # its result is what matters now, and the partial's will be ignored.
@@ -260,8 +276,8 @@ class Track:
         if eager is not None and eager.utterance is not None and eager.decoded is None:
             return None  # its eager final is still in the scheduler's hands
         if self.waiting:
-            clip, start = self._clip(self.waiting[0].end, self.waiting[0].start)
-            return ("final", clip, start, False, False)
+            clip, start = self._clip(self.waiting[0].end, self.waiting[0].start, self.settings.max_decode)
+            return Due("final", clip, start)
         segmenter = self.segmenter
         open_start = segmenter.open_start
         if open_start is None:
@@ -270,19 +286,21 @@ class Track:
             # A pause adds no words, and may end the utterance: decode its final now.
             wanted = self.settings.eager_finals and segmenter.silence_start != self._eager_lost
             if wanted and eager is None and self._uncommitted_speech():
-                clip, start = self._clip(segmenter.received, open_start)
-                return ("final", clip, start, False, True)
+                clip, start = self._clip(segmenter.received, open_start, self.settings.max_decode)
+                return Due("final", clip, start, speculative=True)
             return None
         if not partials or segmenter.open_samples < self.last_partial_size + MIN_PARTIAL_GROWTH:
             return None
         if now < self.last_partial_at + self.settings.partial_interval:
             return None
-        clip, start = self._clip(segmenter.received, open_start)
-        return ("partial", clip, start, self._urgent(), False)
+        clip, start = self._clip(segmenter.received, open_start, self._partial_length())
+        # A preview of the utterance on its way shows the first words already.
+        first = open_start != self._shown_from and self.preview is None
+        return Due("partial", clip, start, urgent=self._urgent(), first=first)
 
-    def preview_job(self, *, partials: bool) -> tuple[Clip, int] | None:
+    def preview_job(self, *, partials: bool) -> Due | None:
         """A display-only partial of a new utterance, due while the previous utterance's final
-        is in flight: (clip, its start sample), or None.
+        is in flight.
 
         A track decodes one clip at a time, since each goes on from what the one before
         committed, so a new utterance's first partial would wait for that final (beam 5 and
@@ -304,19 +322,27 @@ class Track:
         ):
             return None
         start = max(open_start - CONTEXT_LEAD, self.history.start)
-        return Clip(self.history.slice(start, segmenter.received)), start
+        clip = Clip(self.history.slice(start, segmenter.received))
+        return Due("partial", clip, start, first=True, preview=True)
 
     def on_preview(self, job: Job, decoded: Decoded) -> Outcome:
-        """A preview came back: its words, while no partial of the utterance has been decoded
-        since and the utterance is still open, are shown (not committed)."""
+        """A preview came back: its words, while none of the utterance's are shown yet and the
+        utterance is still open, are shown (not committed). A partial with the context may
+        be on its way; it will say better when it comes, and replaces them."""
         self.preview = None
-        if self.in_flight is not None and self.in_flight[0].kind == "partial":
-            return Outcome()  # a partial with the context is on its way: it will say better
-        if self.last_partial_size or self.segmenter.open_start != self._previewed_from or self.waiting:
+        open_start = self.segmenter.open_start
+        if (
+            open_start is None
+            or open_start != self._previewed_from
+            or open_start == self._shown_from
+            or self.waiting
+        ):
             return Outcome()
         speech = self.segmenter.speech_ranges()
         words = [w for w in _spoken_words(decoded, job.start) if _overlaps(w, speech)]
-        return Outcome(partial=words, partial_span=(self.segmenter.open_start, job.end))
+        if words:
+            self._shown_from = open_start
+        return Outcome(partial=words, partial_span=(open_start, job.end))
 
     def _eager_may_supersede(self) -> bool:
         flight = self.in_flight
@@ -356,6 +382,19 @@ class Track:
             self.last_partial_at = now
             self.last_partial_size = self.segmenter.open_samples
 
+    def _partial_length(self) -> int:
+        """The longest clip a partial may take: the partial window's, unless the speech not
+        committed yet does not fit it (partials shed under load, or speech no decode worded),
+        for words a partial does not hear before its clip would never be heard again."""
+        received = self.segmenter.received
+        heard = [*self.pending_speech, *self.segmenter.speech_ranges()]
+        first = min(
+            (max(lo, self.committed_until) for lo, hi in heard if hi > self.committed_until), default=received
+        )
+        if received - first + CONTEXT_LEAD <= self.settings.max_partial:
+            return self.settings.max_partial
+        return self.settings.max_decode
+
     def _uncommitted_speech(self) -> bool:
         return any(hi > self.committed_until for _, hi in self.segmenter.speech_ranges())
 
@@ -368,12 +407,15 @@ class Track:
         bound = round(self.settings.commit_bound * SAMPLE_RATE)
         return bool(speech) and received - max(speech[0], self.committed_until) >= bound
 
-    def _clip(self, end: int, new_start: int) -> tuple[Clip, int]:
-        """The audio to decode up to ``end``: the committed words that fit the window before it
-        (as the prefix), then everything not committed."""
-        window = end - self.settings.max_decode
+    def _clip(self, end: int, new_start: int, longest: int) -> tuple[Clip, int]:
+        """The audio to decode up to ``end``, at most ``longest`` samples: the committed words
+        that fit before it (as the prefix), then everything not committed."""
+        window = end - longest
         floor = max(window, self.history.start)
-        context = [w for w in self.context if w.start - CONTEXT_LEAD >= window and w.start >= floor]
+        reach = max(new_start, self.committed_until) - self.settings.max_context
+        context = [
+            w for w in self.context if w.start - CONTEXT_LEAD >= window and w.start >= max(floor, reach)
+        ]
         if context and new_start - context[-1].end > CONTEXT_MAX_GAP:
             context = []
         prefix = "".join(w.raw for w in context)
@@ -485,6 +527,8 @@ class Track:
         self.stats.forced += forced - agreed
         committed = self._commit(words[:forced])
         self.hypothesis = words[forced:]
+        if (committed or self.hypothesis) and self.segmenter.open_start is not None:
+            self._shown_from = self.segmenter.open_start
         return Outcome(
             committed=committed, partial=self.hypothesis, partial_span=(self.committed_until, job.end)
         )

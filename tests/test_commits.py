@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 
-from streaming.config import StreamConfig
+from streaming.config import Config, StreamConfig
 from streaming.engine import Clip, Decoded, DecodedWord, DecodeOptions
 from streaming.jobs import Job
 from tests.fakes import RATE, ScriptedEngine, heard_words, silence, tone
@@ -359,3 +359,51 @@ def test_short_pauses_with_slow_decodes_do_not_hold_words_past_the_bound() -> No
     # Before an eager final that speech resumed after counted as a partial: 2.4 s and 4.8 s.
     assert waits[len(waits) // 2] <= 1.5 + 0.1 + 1e-6, waits
     assert waits[-1] <= 1.5 + 2 * 0.6 + 0.1, waits
+
+
+def test_a_preview_that_returns_after_the_final_still_shows_the_first_words() -> None:
+    """Under load the previous final returns first and the new utterance's partial (with the
+    context) is queued behind others: the preview, decoded already, shows the words meanwhile."""
+    h = Harness(partial_interval=0.5, eager_finals=False)
+    first, second = talk(220, word=1.0), talk(330, 440, word=1.0)
+    h.audio(first)
+    h.audio(np.concatenate([silence(0.5), second[: int(1.2 * RATE)]]), run_jobs=False)
+    [final] = [j for j in h.pending if j.kind == "final"]
+    [preview] = [j for j in h.pending if j.preview]
+    assert preview.first
+    h.pending.remove(final)
+    h.session.receive_result(final.ticket, h.engine.transcribe(final.clip, final.options))
+    h.pump(run_jobs=False)
+    [partial] = [j for j in h.pending if j.kind == "partial" and not j.preview]  # with the context
+    assert not partial.first, "the preview on its way shows the first words: this one may wait"
+    shown = len(h.of_type("partial"))
+    h.pending.remove(preview)
+    h.session.receive_result(preview.ticket, h.engine.transcribe(preview.clip, preview.options))
+    h.pump(run_jobs=False)
+    assert len(h.of_type("partial")) == shown + 1
+    assert h.of_type("partial")[-1]["segment"]["text"].startswith("f330.0")  # type: ignore[typeddict-item]
+    h.pump()
+    h.audio(np.concatenate([second[int(1.2 * RATE) :], silence(0.6)]))
+    h.text({"type": "end"})
+    assert [w for w, _, _ in committed(h)] == expected(first) + expected(second)
+
+
+def test_decodes_carry_at_most_max_context_and_partials_fit_their_window() -> None:
+    """A decode's prefix holds the committed words of the last ``max_context`` seconds before
+    the first word not committed (the model reads a prefix token by token), and a partial's
+    clip fits its smaller encoder window; nothing is lost for it."""
+    speech = talk(*range(200, 1400, 100), word=0.8)  # 10.8 s without a pause
+    audio = np.concatenate([speech, silence(0.8), talk(1500, 1600, word=0.8), silence(1.0)])
+    longest: dict[float, int] = {}
+    for context in (1.5, 14.0):
+        h = Harness(partial_interval=0.5, commit_bound=1.5, max_utterance=30.0, max_context=context)
+        h.audio(audio)
+        h.text({"type": "end"})
+        assert [w for w, _, _ in committed(h)] == expected(audio)
+        partial_window = Config().partial_encoder_window
+        for job, _ in h.engine_jobs:
+            if job.kind == "partial":
+                assert len(job.clip.audio) <= (partial_window - 1) * RATE
+        longest[context] = max(len(job.clip.prefix.split()) for job, _ in h.engine_jobs)
+    # The scripted words are 0.5 s long at most, 0.1 s apart: 1.5 s holds at most four.
+    assert 0 < longest[1.5] <= 4 < longest[14.0], longest

@@ -294,3 +294,29 @@ def test_an_eager_final_is_shed_while_anything_waits_and_urgent_partials_go_firs
     batch, shed = q.take(10.0)  # both waited past their cadence: only the urgent one is kept
     assert [w.token for w in batch] == ["d"]
     assert shed == ["b"]
+
+
+def test_a_new_utterances_first_partial_goes_before_every_other_partial_and_is_not_shed() -> None:
+    q = DecodeQueue[str](batch_size=4, partial_batch_size=1, max_finals=8, partial_max_age=0.5)
+    q.add(replace(job("a", "partial", stale_since=0.0), urgent=True), "urgent", 0.0)
+    q.add(job("b", "partial", stale_since=1.0), "stale", 0.0)
+    q.add(replace(job("c", "partial", stale_since=9.0), first=True), "first", 0.0)
+    q.add(job("d"), "final", 0.0)
+    order = [names(q.take(0.4)[0]) for _ in range(4)]
+    assert order == [["final"], ["first"], ["urgent"], ["stale"]]
+    q.add(replace(job("e", "partial"), first=True), "late first", 0.0)
+    q.add(job("f", "partial"), "late", 0.0)
+    batch, shed = q.take(3.0)  # both waited past their cadence: the first words are still wanted
+    assert names(batch) == ["late first"]
+    assert shed == ["late"]
+
+
+def test_a_preview_and_the_partial_after_it_wait_side_by_side() -> None:
+    """A preview (decoded without context beside the previous final) is not superseded by the
+    same stream's next partial: it is usually decoded first, and shows the words sooner."""
+    q = queue()
+    preview = replace(job("a", "partial"), first=True, preview=True)
+    assert q.add(preview, "preview", 0.0) == []
+    assert q.add(replace(job("a", "partial"), first=True), "partial", 0.1) == []
+    assert q.add(replace(job("a", "partial"), first=True), "newer", 0.2) == ["partial"]
+    assert sorted(names(q.take(0.2)[0])) == ["newer", "preview"]

@@ -71,6 +71,7 @@ class SessionSettings:
             max_buffered_seconds=config.max_session_seconds,
             encoder_window=MAX_FRAMES / FRAMES_PER_SECOND,
             max_context=MAX_FRAMES / FRAMES_PER_SECOND,
+            partial_interval=0.0,  # nobody watches a file's words arrive
             eager_finals=False,
         )
 

@@ -465,8 +465,7 @@ class Track:
         if job.kind == "final":
             assert utterance is not None
             committed = self._commit(self._spoken(job, decoded, utterance.speech))
-            self._after_final(utterance)
-            if not self._retry_unheard(utterance):
+            if not self._after_final(utterance):
                 self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
             return Outcome(committed=committed)
         if self.waiting or self.segmenter.open_start is None:
@@ -490,8 +489,8 @@ class Track:
             return Outcome()
         self.stats.eager_used += 1
         committed = self._commit(words)
-        self._after_final(utterance)
-        self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
+        if not self._after_final(utterance):
+            self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
         return Outcome(committed=committed)
 
     def on_lost(self, job: Job) -> Utterance | None:
@@ -564,32 +563,38 @@ class Track:
         ]
         return out
 
-    def _after_final(self, utterance: Utterance) -> None:
-        """An utterance is decoded: its speech past the last committed word stays pending."""
-        merged = [*self.pending_speech, *utterance.speech]
+    def _after_final(self, utterance: Utterance) -> bool:
+        """An utterance is decoded: its speech past the last committed word stays pending, and
+        is retried at once where no later decode would hear it. True: a retry is queued."""
+        merged = _union([*self.pending_speech, *utterance.speech])  # a retry's speech is pending
         self.pending_speech = [
             (max(lo, self.committed_until), hi) for lo, hi in merged if hi > self.committed_until
         ]
         self.hypothesis = []
+        # Before the trim, which gives up the speech that the next decodes cannot reach.
+        retried = self._retry_unheard(utterance)
         self._trim()
+        return retried
 
     def _retry_unheard(self, utterance: Utterance) -> bool:
         """Decode once more, after what was committed, the speech a final left unworded.
 
         Without timestamp tokens Whisper may end its text at a sentence end and leave what
         follows a short pause unsaid ("...of that epoch." and not "By far,": LJ001-0058 as one
-        piece). The next utterance's decode would hear that speech, but it may come late, or
-        never: at the end of a stream or a file nothing follows. An utterance is retried once,
-        and only when nothing else is about to decode that audio: while another utterance
-        waits or is spoken, its decode hears the speech anyway (and under load an extra final
-        only adds to the queue: at 8 streams, retrying every miss pushed the p95 final from 6 s
-        to 24 s). More than ``UNHEARD_TAIL`` of speech past the last word is a miss (less is the
-        padding the VAD keeps around speech). True: a retry is queued (the utterance is not
-        done until it is decoded)."""
-        if utterance.end <= self._retried_until or self.waiting or self.segmenter.open_start is not None:
+        piece). The next decode hears that speech when its clip reaches back to it: then no
+        retry is needed (under load an extra final only adds to the queue: at 8 streams,
+        retrying every miss pushed the p95 final from 6 s to 24 s). It does not when nothing
+        follows (the end of a stream or a file), when the speech is further back than the next
+        clip's window (a file's next piece fills most of its 30 s), or past a silence that ends
+        the context (``CONTEXT_MAX_GAP``). More than ``UNHEARD_TAIL`` of speech past the last
+        word is a miss (less is the padding the VAD keeps around speech). An utterance is
+        retried once. True: a retry is queued (the utterance is not done until it is decoded)."""
+        if utterance.end <= self._retried_until:
             return False
         unheard = [(lo, hi) for lo, hi in self.pending_speech if lo < utterance.end]
         if sum(min(hi, utterance.end) - lo for lo, hi in unheard) <= UNHEARD_TAIL:
+            return False
+        if self._next_decode_hears(unheard[0][0], unheard[-1][1]):
             return False
         self._retried_until = utterance.end
         self.stats.retries += 1
@@ -598,11 +603,26 @@ class Track:
         self.waiting.appendleft(Utterance(start, self.history.slice(start, utterance.end), speech))
         return True
 
+    def _next_decode_hears(self, lo: int, hi: int) -> bool:
+        """Will the next decode's clip hold the speech from ``lo`` to ``hi``? It reaches back
+        over the words before it, within its window, and not across ``CONTEXT_MAX_GAP``."""
+        if self.waiting:
+            start, end = self.waiting[0].start, self.waiting[0].end
+        elif self.segmenter.open_start is not None:
+            start, end = self.segmenter.open_start, self.segmenter.received
+        else:
+            return False
+        return start - hi <= CONTEXT_MAX_GAP and lo - CONTEXT_LEAD >= end - self.settings.max_decode
+
     def _trim(self) -> None:
         """Keep the audio a decode may still need: the context window before the oldest
         decode to come, and every sample not committed yet."""
-        ends = [self.segmenter.received, *(u.end for u in self.waiting)]
-        starts = [u.start for u in self.waiting]
+        decoding = [*self.waiting]
+        if self.in_flight is not None and self.in_flight[1] is not None:
+            # Its final may leave speech unworded, to retry from this audio.
+            decoding.append(self.in_flight[1])
+        ends = [self.segmenter.received, *(u.end for u in decoding)]
+        starts = [u.start for u in decoding]
         if self.eager is not None and self.eager.utterance is not None:
             ends.append(self.eager.utterance.end)
             starts.append(self.eager.utterance.start)
@@ -642,6 +662,17 @@ def _spoken_words(decoded: Decoded, start: int) -> list[Spoken]:
         )
         for w in words
     ]
+
+
+def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sample ranges merged where they overlap or touch, in order."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def _overlaps(word: Spoken, speech: tuple[tuple[int, int], ...]) -> bool:

@@ -274,6 +274,22 @@ def test_speech_a_final_leaves_unworded_is_decoded_once_more_after_it() -> None:
     assert finals[1].clip.prefix == "f220.0 f220.1"  # the retry goes on from what was committed
 
 
+def test_unworded_speech_the_next_decode_cannot_reach_is_retried_while_it_waits() -> None:
+    """A file's pieces all wait while the first decodes (``POST /predict``): speech the first
+    final leaves unworded is retried at once when the next piece's clip cannot reach it (here,
+    past a silence that ends the context; in a file, 28 s pieces fill the window), and its
+    audio is kept while that final decodes. Before, it was given up: a 16 kHz call lost a
+    third of its words."""
+    h = Harness(stream=StreamConfig(encoding="pcm_f32le", interim_results=False))
+    h.engine = StopsAtAPauseEngine()
+    first = np.concatenate([tone(1.0, freq=220), silence(0.2), tone(1.0, freq=330)])
+    later = tone(1.0, freq=440)
+    h.audio(np.concatenate([silence(0.3), first, silence(2.5), later, silence(0.6)]), run_jobs=False)
+    h.text({"type": "end"})
+    assert [w for w, _, _ in committed(h)] == expected(first) + expected(later)
+    assert h.session.track_stats[0].retries == 1
+
+
 class MarksForNoiseEngine(ScriptedEngine):
     """Says "..." for a clip of the 110 Hz hum, as Whisper does for a breath or a noise alone."""
 

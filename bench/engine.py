@@ -4,6 +4,8 @@
     python -m bench.engine windows [--model tiny.en]    # WER and time per encoder window
     python -m bench.engine workers [--model tiny.en]    # 1 worker of 2 threads vs 2 of 1
     python -m bench.engine vad                          # the VAD's cost per window and stream
+    python -m bench.engine context [--model tiny.en]    # a partial's cost per context and window
+    python -m bench.engine cut-partials [--model tiny.en]  # WER of clips cut mid-speech per window
 
 ``steps`` decodes the first 16 reference utterances of the 5-minute LJ Speech file (cut at
 their exact boundaries, 0.1 s of margin) as partials (beam 1, text only) and as finals (beam 5,
@@ -11,6 +13,12 @@ fallback, word alignment), and splits each call into features, encoder, decoder 
 ``windows`` decodes 90 single-utterance clips of other speakers (the ``ljspeech`` and ``read``
 sets, up to 14 s) with each encoder window and scores them. ``workers`` compares one model
 worker of two threads with two workers of one thread each, both decoding the same utterances.
+``context`` decodes 2 s of each of 20 utterances of the 5-minute file as a stream's partial
+does, after 0 to 13 s of the reference utterances before it as context (their text the forced
+prefix), in a 15 s and a 10 s window, split by step. ``cut-partials`` cuts clips that no
+setting was tuned on (``read``, and ``ljspeech`` from LJ001-0091, with silver word timings) at
+random points mid-speech, decodes them as partials (greedy) with each window, and scores the
+words the cut left whole.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -231,14 +241,118 @@ def vad(model: str) -> None:
             print(json.dumps({"vad": label, "ms_per_window": round(ms, 3), "windows": len(windows)}))
 
 
+def timed_engine(model: str) -> tuple[WhisperEngine, Timer]:
+    whisper = engine(model, threads=1)
+    timer = Timer()
+    timer.wrap(whisper, "_features", "features")
+    timer.wrap(whisper._model, "encode", "encoder")
+    whisper._model.model = _TimedGenerator(whisper._model.model, timer)
+    return whisper, timer
+
+
+def context(model: str) -> None:
+    """What a stream partial's context costs: CTranslate2 forces a prefix on the decoder token
+    by token, at about the cost of decoding as many new tokens."""
+    whisper, timer = timed_engine(model)
+    entry = next(e for e in manifest() if e["audio"] == FILE)
+    audio = read_audio(DATA / FILE).samples[:, 0]
+    segments = entry["segments"]
+    options = dataclasses.replace(PARTIAL, word_timestamps=True)
+
+    def clips(seconds: float) -> list[Clip]:
+        out = []
+        for segment in segments[1:21]:
+            new_start = int(segment[1] * 16000)
+            before = [
+                p
+                for p in segments
+                if p[2] * 16000 <= new_start and p[1] * 16000 >= new_start - seconds * 16000
+            ]
+            start = int(before[0][1] * 16000) if before else new_start
+            prefix = " ".join(p[0] for p in before)
+            out.append(Clip(audio[start : new_start + 32000].copy(), prefix))
+        return out
+
+    whisper.transcribe_batch(clips(0)[:1], options)  # warm up
+    for seconds in (0, 4, 8, 13):
+        batch = clips(seconds)
+        for window in (15.0, 10.0):
+            timer.seconds.clear()
+            started = time.perf_counter()
+            for clip in batch:
+                whisper.transcribe_batch([clip], dataclasses.replace(options, encoder_window=window))
+            total = time.perf_counter() - started
+            parts = {k: round(v / len(batch) * 1000) for k, v in timer.seconds.items()}
+            mean_clip = sum(len(c.audio) for c in batch) / len(batch) / 16000
+            print(
+                json.dumps(
+                    {
+                        "context_s": seconds,
+                        "window_s": window,
+                        "mean_clip_s": round(mean_clip, 1),
+                        "ms_per_partial": round(total / len(batch) * 1000),
+                        **parts,
+                    }
+                )
+            )
+
+
+def cut_partials(model: str) -> None:
+    """Greedy partials of clips cut mid-speech, per encoder window: a partial's clip ends in
+    speech, where a window too small for Whisper loses words (the last word of both the
+    reference and the decode is left out, since the cut falls inside it)."""
+    whisper = engine(model, threads=1)
+    rng = random.Random(7)
+    items: list[tuple[Samples, str]] = []
+    for e in manifest():
+        held_out = e["set"] == "read" or (
+            e["set"] == "ljspeech" and int(re.search(r"LJ001-(\d+)", e["audio"]).group(1)) >= 91  # type: ignore[union-attr]
+        )
+        if not (e.get("words_silver") and e["channels"] == 1 and held_out):
+            continue
+        audio = read_audio(DATA / e["audio"]).samples[:, 0]
+        words = e["words_silver"]
+        for _ in range(2):
+            cut = rng.uniform(1.0, min(9.0, words[-1][2]))
+            said = " ".join(w[0] for w in words if w[2] <= cut)
+            items.append((audio[: int(cut * 16000)].copy(), said))
+    aligned = dataclasses.replace(PARTIAL, word_timestamps=True)  # as a stream's partials are
+    whisper.transcribe_batch([Clip(items[0][0])], aligned)  # warm up
+    for window in (15.0, 10.0, 8.0):
+        options = dataclasses.replace(aligned, encoder_window=window)
+        started = time.perf_counter()
+        heard = [whisper.transcribe_batch([Clip(a)], options)[0].text for a, _ in items]
+        seconds = time.perf_counter() - started
+        reference = " ".join(" ".join(said.split()[:-1]) for _, said in items)
+        hypothesis = " ".join(" ".join(text.split()[:-1]) for text in heard)
+        print(
+            json.dumps(
+                {
+                    "window_s": window,
+                    "clips": len(items),
+                    "wer": round(wer(reference, hypothesis), 4),
+                    "ms_per_partial": round(seconds / len(items) * 1000),
+                }
+            )
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=("steps", "windows", "workers", "vad"))
+    parser.add_argument("what", choices=("steps", "windows", "workers", "vad", "context", "cut-partials"))
     parser.add_argument("--model", default="tiny.en")
     args = parser.parse_args()
-    {"steps": steps, "windows": windows, "workers": workers, "vad": vad}[args.what](args.model)
+    chosen = {
+        "steps": steps,
+        "windows": windows,
+        "workers": workers,
+        "vad": vad,
+        "context": context,
+        "cut-partials": cut_partials,
+    }
+    chosen[args.what](args.model)
 
 
 if __name__ == "__main__":

@@ -106,17 +106,17 @@ class Config:
         "Whisper's own window is 30, and 15 transcribes as well at half the CPU cost",
     )
     max_context: float = _opt(
-        4.0,
+        30.0,
         "seconds of committed speech, before the first word not committed, that a stream's decode "
-        "carries as its context (its text forced on the decoder as a prefix); the model reads a "
-        "prefix token by token, at about the cost of decoding as many new words, so a longer one "
-        "costs latency (a whole file's pieces carry all that fits their window)",
+        "carries as its context (its text forced on the decoder as a prefix), within the encoder "
+        "window; the model reads a prefix token by token, at about the cost of decoding as many "
+        "new words: 4 halves the time to a final at some cost in accuracy (docs/benchmarks.md)",
     )
     partial_encoder_window: float = _opt(
-        10.0,
+        15.0,
         "seconds of audio the encoder sees for a partial; its clip (committed context and the open "
-        "speech) is cut to fit with 1 s to spare: greedy partials read as well as in 15 s at two "
-        "thirds of the CPU, and lose words below 10",
+        "speech) is cut to fit with 1 s to spare: 10 costs a third less CPU per partial, for "
+        "partials with less context (docs/benchmarks.md); below 10 Whisper loses words",
     )
 
     # Decoding

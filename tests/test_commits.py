@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 
-from streaming.config import Config, StreamConfig
+from streaming.config import StreamConfig
 from streaming.engine import Clip, Decoded, DecodedWord, DecodeOptions
 from streaming.jobs import Job
 from tests.fakes import RATE, ScriptedEngine, heard_words, silence, tone
@@ -412,14 +412,19 @@ def test_decodes_carry_at_most_max_context_and_partials_fit_their_window() -> No
     audio = np.concatenate([speech, silence(0.8), talk(1500, 1600, word=0.8), silence(1.0)])
     longest: dict[float, int] = {}
     for context in (1.5, 14.0):
-        h = Harness(partial_interval=0.5, commit_bound=1.5, max_utterance=30.0, max_context=context)
+        h = Harness(
+            partial_interval=0.5,
+            commit_bound=1.5,
+            max_utterance=30.0,
+            max_context=context,
+            partial_encoder_window=10.0,
+        )
         h.audio(audio)
         h.text({"type": "end"})
         assert [w for w, _, _ in committed(h)] == expected(audio)
-        partial_window = Config().partial_encoder_window
         for job, _ in h.engine_jobs:
             if job.kind == "partial":
-                assert len(job.clip.audio) <= (partial_window - 1) * RATE
+                assert len(job.clip.audio) <= 9 * RATE
         longest[context] = max(len(job.clip.prefix.split()) for job, _ in h.engine_jobs)
     # The scripted words are 0.5 s long at most, 0.1 s apart: 1.5 s holds at most four.
     assert 0 < longest[1.5] <= 4 < longest[14.0], longest

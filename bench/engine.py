@@ -112,13 +112,19 @@ class _TimedGenerator:
         return getattr(self._inner, name)
 
 
-def steps(model: str) -> None:
-    whisper = engine(model)
-    utterances = long_utterances(16)
+def timed_engine(model: str, *, threads: int) -> tuple[WhisperEngine, Timer]:
+    """The engine with each step's time added up in the timer."""
+    whisper = engine(model, threads=threads)
     timer = Timer()
     timer.wrap(whisper, "_features", "features")
     timer.wrap(whisper._model, "encode", "encoder")
     whisper._model.model = _TimedGenerator(whisper._model.model, timer)
+    return whisper, timer
+
+
+def steps(model: str) -> None:
+    whisper, timer = timed_engine(model, threads=2)
+    utterances = long_utterances(16)
     whisper.transcribe_batch([Clip(u) for u in utterances[:1]], FINAL)  # warm up
     for options, label in ((PARTIAL, "partial"), (FINAL, "final")):
         for size in (1, 2, 4):
@@ -241,19 +247,10 @@ def vad(model: str) -> None:
             print(json.dumps({"vad": label, "ms_per_window": round(ms, 3), "windows": len(windows)}))
 
 
-def timed_engine(model: str) -> tuple[WhisperEngine, Timer]:
-    whisper = engine(model, threads=1)
-    timer = Timer()
-    timer.wrap(whisper, "_features", "features")
-    timer.wrap(whisper._model, "encode", "encoder")
-    whisper._model.model = _TimedGenerator(whisper._model.model, timer)
-    return whisper, timer
-
-
 def context(model: str) -> None:
     """What a stream partial's context costs: CTranslate2 forces a prefix on the decoder token
     by token, at about the cost of decoding as many new tokens."""
-    whisper, timer = timed_engine(model)
+    whisper, timer = timed_engine(model, threads=1)
     entry = next(e for e in manifest() if e["audio"] == FILE)
     audio = read_audio(DATA / FILE).samples[:, 0]
     segments = entry["segments"]

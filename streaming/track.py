@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from streaming.audio import History, Samples
@@ -387,25 +388,27 @@ class Track:
         committed yet does not fit it (partials shed under load, or speech no decode worded),
         for words a partial does not hear before its clip would never be heard again."""
         received = self.segmenter.received
-        heard = [*self.pending_speech, *self.segmenter.speech_ranges()]
-        first = min(
-            (max(lo, self.committed_until) for lo, hi in heard if hi > self.committed_until), default=received
-        )
-        if received - first + CONTEXT_LEAD <= self.settings.max_partial:
+        first = self._uncommitted_from([*self.pending_speech, *self.segmenter.speech_ranges()])
+        if received - (received if first is None else first) + CONTEXT_LEAD <= self.settings.max_partial:
             return self.settings.max_partial
         return self.settings.max_decode
 
+    def _uncommitted_from(self, ranges: Sequence[tuple[int, int]]) -> int | None:
+        """The first sample of ``ranges`` that no committed word covers, or None."""
+        until = self.committed_until
+        return min((max(lo, until) for lo, hi in ranges if hi > until), default=None)
+
     def _uncommitted_speech(self) -> bool:
-        return any(hi > self.committed_until for _, hi in self.segmenter.speech_ranges())
+        return self._uncommitted_from(self.segmenter.speech_ranges()) is not None
 
     def _urgent(self) -> bool:
         """Would this partial commit a word that reaches its bound? Then it must not be shed."""
         received = self.segmenter.received
         if self.hypothesis:
             return received - self.hypothesis[0].end >= self.settings.force_age
-        speech = [lo for lo, hi in self.segmenter.speech_ranges() if hi > self.committed_until]
+        first = self._uncommitted_from(self.segmenter.speech_ranges())
         bound = round(self.settings.commit_bound * SAMPLE_RATE)
-        return bool(speech) and received - max(speech[0], self.committed_until) >= bound
+        return first is not None and received - first >= bound
 
     def _clip(self, end: int, new_start: int, longest: int) -> tuple[Clip, int]:
         """The audio to decode up to ``end``, at most ``longest`` samples: the committed words

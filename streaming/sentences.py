@@ -61,6 +61,12 @@ class SentenceCutter:
     def of(cls, pause: float, longest: float, speaker: str | None) -> SentenceCutter:
         return cls(round(pause * SAMPLE_RATE), round(longest * SAMPLE_RATE), speaker)
 
+    def goes_on(self) -> None:
+        """The last piece's closing stop was rewritten as a comma, or as no mark: its sentence
+        goes on."""
+        if self._open_since is None:
+            self._open_since = self._sentence_start
+
     def pieces(self, words: Sequence[Word]) -> list[Transcript]:
         """Split at sentence ends, and say of each piece whether it goes on the open sentence."""
         out: list[Transcript] = []
@@ -111,6 +117,34 @@ class SentenceCutters:
         if found is None:
             found = self._cutters[speaker] = SentenceCutter.of(self.pause, self.longest, speaker)
         return found
+
+
+@dataclass
+class Pieces:
+    """The pieces sent, in the order they were committed, for the ``final``: where a later
+    decode ends a channel's last word otherwise than the stop its own decode wrote where its
+    clip stopped, the final has it so."""
+
+    sent: list[Transcript] = field(default_factory=list)
+    _last: dict[int, int] = field(default_factory=dict)  # channel -> its last piece in ``sent``
+
+    def add(self, channel: int, piece: Transcript) -> None:
+        self._last[channel] = len(self.sent)
+        self.sent.append(piece)
+
+    def amend(self, channel: int, text: str, amended: str) -> Transcript | None:
+        """Rewrite the channel's last word, sent as ``text``; the piece it ended, or None if
+        that word is not the last one sent (a diarizer still holds it: it stays as written)."""
+        at = self._last.get(channel)
+        if at is None or self.sent[at].words[-1].text != text:
+            return None
+        piece = self.sent[at]
+        words = (*piece.words[:-1], replace(piece.words[-1], text=amended))
+        self.sent[at] = replace(piece, words=words, text=join_words(words))
+        return piece
+
+    def sentences(self) -> list[Transcript]:
+        return join_sentences(self.sent)
 
 
 def join_words(words: Sequence[Word]) -> str:

@@ -51,10 +51,11 @@ from streaming.errors import (
 )
 from streaming.jobs import Job
 from streaming.messages import Transcript, Word
-from streaming.sentences import SentenceCutters, join_sentences
+from streaming.sentences import Pieces, SentenceCutters, ends_sentence
 from streaming.settings import SessionSettings
+from streaming.spoken import Spoken
 from streaming.timing import Observer, Timing
-from streaming.track import Due, Outcome, Spoken, Track, TrackStats
+from streaming.track import Due, Outcome, Track, TrackStats
 from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class Session:
         self._last_activity = now
         self._told_ended = False
         self._flushing = False  # a finalize waits for its decodes
-        self._transcripts: list[Transcript] = []
+        self._pieces = Pieces()
         self._model_seconds = 0.0
         self._received_bytes = 0
         self._timing = Timing(observer)  # latencies and audio received, for the metrics
@@ -451,6 +452,11 @@ class Session:
 
     def _emit(self, track: Track, outcome: Outcome) -> None:
         """Send what a decode committed, as sentence pieces, and the uncommitted rest."""
+        if outcome.amended is not None:
+            spoken, text = outcome.amended
+            piece = self._pieces.amend(track.index, spoken.raw.strip(), text.strip())
+            if piece is not None and not ends_sentence(text):
+                self._sentences.of(piece.speaker).goes_on()
         if outcome.committed:
             words = [self._word(track, w) for w in outcome.committed]
             if self._diarizer is None:
@@ -498,7 +504,7 @@ class Session:
         """Committed words, in runs of one speaker each, as that speaker's sentence pieces."""
         for speaker, words in runs:
             for piece in self._sentences.of(speaker).pieces(words):
-                self._transcripts.append(piece)
+                self._pieces.add(track.index, piece)
                 self._prompts[track.index].add(piece.text)
                 self._outbox.append(events.Segment(track.index, piece))
 
@@ -555,7 +561,7 @@ class Session:
     def _close_now(self) -> None:
         if self._diarizer is not None:
             self._send(self._tracks[0], self._diarizer.flush())
-        sentences = join_sentences(self._transcripts)
+        sentences = self._pieces.sentences()
         self._outbox.append(events.Final(sentences, round(self._model_seconds * 1000)))
         self.phase = Phase.CLOSED
         self.close_code = self.error.close_code if self.error else 1000

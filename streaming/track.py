@@ -20,7 +20,6 @@ utterance, thrown away if speech resumes), then a partial of the open utterance.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -31,8 +30,8 @@ from streaming.context import repeated, repeats_itself
 from streaming.engine import Clip, Decoded
 from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
 from streaming.jobs import Job, JobKind
-from streaming.messages import Word
 from streaming.sentences import ends_sentence
+from streaming.spoken import Spoken, overlaps, spoken_words, unended, union
 from streaming.vad import Segmenter, Utterance
 
 # A partial is not worth a decode until the open utterance has grown this much.
@@ -53,35 +52,6 @@ CONTEXT_MAX_GAP = 2 * SAMPLE_RATE
 # falls up to 0.45 s before the VAD's first silent window when nothing was missed (long
 # numbers such as "1465." most), and 0.8 s or more when a word was (the 5-minute LJ file).
 UNHEARD_TAIL = round(0.5 * SAMPLE_RATE)
-_NORMAL = re.compile(r"[^\w']+")
-
-
-@dataclass(frozen=True, slots=True)
-class Spoken:
-    """A decoded word in stream samples, with its text as the model wrote it (leading space
-    included: the prefix is rebuilt from these, so spacing and scripts without spaces survive)."""
-
-    raw: str
-    start: int
-    end: int
-    probability: float
-
-    @property
-    def key(self) -> str:
-        """What two decodes must agree on: the word, without case or punctuation."""
-        return _NORMAL.sub("", self.raw.lower())
-
-    def word(self, lag: int = 0) -> Word:
-        """The word as sent, its timing less the model's alignment lag (samples): the commit
-        rule works on the timings as aligned, which its thresholds were measured on."""
-        start = max(self.start - lag, 0)
-        return Word(
-            text=self.raw.strip(),
-            start=start,
-            end=max(self.end - lag, start),
-            probability=self.probability,
-            glued=not self.raw[:1].isspace(),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +105,9 @@ class Outcome:
     committed: list[Spoken] = field(default_factory=list)
     partial: list[Spoken] | None = None  # None: nothing new to show
     partial_span: tuple[int, int] = (0, 0)
+    # The word committed before these, and its text as this decode ends it: the mark written
+    # where its own decode's clip stopped, rewritten by one that heard what follows.
+    amended: tuple[Spoken, str] | None = None
 
 
 @dataclass
@@ -171,6 +144,9 @@ class Track:
         self._previewed_from = -1  # the open utterance a preview was decoded for
         self._shown_from = -1  # the open utterance whose words are on screen (or committed)
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
+        # The committed word whose stop the prefix of the decode in flight left out (see
+        # ``unended``): the first words that decode commits come with the model's own ending.
+        self._ending_of: Spoken | None = None
         self.eager: _Eager | None = None
         self._eager_lost: int | None = None  # the pause whose eager final was shed: no retry
         self._retried_until = 0  # the end of the last utterance whose unworded speech was retried
@@ -340,7 +316,7 @@ class Track:
         ):
             return Outcome()
         speech = self.segmenter.speech_ranges()
-        words = [w for w in _spoken_words(decoded, job.start) if _overlaps(w, speech)]
+        words = [w for w in spoken_words(decoded, job.start) if overlaps(w, speech)]
         if words:
             self._shown_from = open_start
         return Outcome(partial=words, partial_span=(open_start, job.end))
@@ -370,6 +346,9 @@ class Track:
         return self.last_partial_at + self.settings.partial_interval
 
     def started(self, job: Job, now: float) -> None:
+        if not job.preview:
+            last = self.context[-1] if self.context and job.clip.prefix else None
+            self._ending_of = last if last is not None and unended(last) != last.raw else None
         if job.preview:
             self.preview = job
             self._previewed_from = self.segmenter.open_start if self.segmenter.open_start is not None else -1
@@ -421,7 +400,7 @@ class Track:
         ]
         if context and new_start - context[-1].end > CONTEXT_MAX_GAP:
             context = []
-        prefix = "".join(w.raw for w in context)
+        prefix = "".join(w.raw for w in context[:-1]) + (unended(context[-1]) if context else "")
         if context and repeats_itself(prefix):
             # A loop in the committed text would feed itself through the prefix.
             self.context.clear()
@@ -468,9 +447,10 @@ class Track:
         if job.kind == "final":
             assert utterance is not None
             committed = self._commit(self._spoken(job, decoded, utterance.speech))
+            amended = self._ending(decoded, committed)
             if not self._after_final(utterance):
                 self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
-            return Outcome(committed=committed)
+            return Outcome(committed=committed, amended=amended)
         if self.waiting or self.segmenter.open_start is None:
             return Outcome()  # the utterance closed meanwhile: its final supersedes this
         return self._on_partial(job, decoded)
@@ -482,7 +462,7 @@ class Track:
             return Outcome()
         self.eager = None
         utterance = eager.utterance
-        words = self._heard(_spoken_words(eager.decoded, eager.start), utterance.speech)
+        words = self._heard(spoken_words(eager.decoded, eager.start), utterance.speech)
         heard_until = words[-1].end if words else self.committed_until
         if eager.silence_start - heard_until > UNHEARD_TAIL:
             # Decoded from the first silent window, the clip ends abruptly, and Whisper can drop
@@ -492,9 +472,10 @@ class Track:
             return Outcome()
         self.stats.eager_used += 1
         committed = self._commit(words)
+        amended = self._ending(eager.decoded, committed)
         if not self._after_final(utterance):
             self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
-        return Outcome(committed=committed)
+        return Outcome(committed=committed, amended=amended)
 
     def on_lost(self, job: Job) -> Utterance | None:
         """The decode failed or was shed. A lost eager final falls back to a plain final; a
@@ -532,18 +513,40 @@ class Track:
         if (committed or self.hypothesis) and self.segmenter.open_start is not None:
             self._shown_from = self.segmenter.open_start
         return Outcome(
-            committed=committed, partial=self.hypothesis, partial_span=(self.committed_until, job.end)
+            committed=committed,
+            partial=self.hypothesis,
+            partial_span=(self.committed_until, job.end),
+            amended=self._ending(decoded, committed),
         )
 
+    def _ending(self, decoded: Decoded, committed: list[Spoken]) -> tuple[Spoken, str] | None:
+        """The word before ``committed`` as the decode that committed them ends it, where that
+        differs from the stop its own decode wrote: a comma, or nothing."""
+        word = self._ending_of
+        if word is None or not committed:
+            return None
+        self._ending_of = None
+        text = unended(word) + decoded.prefix_mark
+        first = committed[0]
+        if ends_sentence(text) and first.raw.lstrip()[:1].islower():
+            # A greedy partial can end the sentence and go on in lower case ("themselves. the
+            # Middle Ages"): the words after the model's own full stop begin a sentence.
+            lead = len(first.raw) - len(first.raw.lstrip())
+            committed[0] = replace(
+                first, raw=first.raw[:lead] + first.raw[lead].upper() + first.raw[lead + 1 :]
+            )
+            self.context[-len(committed)] = committed[0]
+        return (word, text) if text != word.raw else None
+
     def _spoken(self, job: Job, decoded: Decoded, speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
-        return self._heard(_spoken_words(decoded, job.start), speech)
+        return self._heard(spoken_words(decoded, job.start), speech)
 
     def _heard(self, words: list[Spoken], speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
         """The new words kept only where the VAD heard speech not yet covered, and after what is
         committed (a word aligned over committed audio would be said twice)."""
         heard = (*self.pending_speech, *speech)
         words = self._without_repeats(words)
-        return [w for w in words if _overlaps(w, heard) and (w.start + w.end) // 2 >= self.committed_until]
+        return [w for w in words if overlaps(w, heard) and (w.start + w.end) // 2 >= self.committed_until]
 
     def _without_repeats(self, words: list[Spoken]) -> list[Spoken]:
         """The new words less any run that says the context, or themselves, again."""
@@ -557,7 +560,7 @@ class Track:
         out = []
         for w in words:
             start = max(w.start, self.committed_until)
-            kept = Spoken(w.raw, start, max(w.end, start), w.probability)
+            kept = replace(w, start=start, end=max(w.end, start))
             out.append(kept)
             self.context.append(kept)
             self.committed_until = kept.end
@@ -569,7 +572,7 @@ class Track:
     def _after_final(self, utterance: Utterance) -> bool:
         """An utterance is decoded: its speech past the last committed word stays pending, and
         is retried at once where no later decode would hear it. True: a retry is queued."""
-        merged = _union([*self.pending_speech, *utterance.speech])  # a retry's speech is pending
+        merged = union([*self.pending_speech, *utterance.speech])  # a retry's speech is pending
         self.pending_speech = [
             (max(lo, self.committed_until), hi) for lo, hi in merged if hi > self.committed_until
         ]
@@ -648,35 +651,3 @@ class Track:
             self.stats.eager_discarded += 1
             if eager.utterance is not None:
                 self.waiting.appendleft(eager.utterance)
-
-
-def _spoken_words(decoded: Decoded, start: int) -> list[Spoken]:
-    """A decode's words in stream samples. A decode of marks alone ("...", Whisper's answer to
-    a breath or a noise decoded by itself, such as the tail a retry hears) heard no words."""
-    words = [w for w in decoded.words if w.text.strip()]
-    if not any(ch.isalnum() for w in words for ch in w.text):
-        return []
-    return [
-        Spoken(
-            raw=w.text,
-            start=start + round(w.start * SAMPLE_RATE),
-            end=start + round(w.end * SAMPLE_RATE),
-            probability=w.probability,
-        )
-        for w in words
-    ]
-
-
-def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sample ranges merged where they overlap or touch, in order."""
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def _overlaps(word: Spoken, speech: tuple[tuple[int, int], ...]) -> bool:
-    return any(word.start < hi and word.end > lo for lo, hi in speech)

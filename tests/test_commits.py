@@ -5,6 +5,7 @@ wrong), scripted VAD scores and a manual clock. Stream time equals clock time he
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 
@@ -428,3 +429,64 @@ def test_decodes_carry_at_most_max_context_and_partials_fit_their_window() -> No
         longest[context] = max(len(job.clip.prefix.split()) for job, _ in h.engine_jobs)
     # The scripted words are 0.5 s long at most, 0.1 s apart: 1.5 s holds at most four.
     assert 0 < longest[1.5] <= 4 < longest[14.0], longest
+
+
+class StopAtTheEndEngine(ScriptedEngine):
+    """Ends every decode's text with a full stop, as Whisper does where its clip stops, be it at
+    the end of a sentence or at a comma's pause."""
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        if not decoded.words:
+            return decoded
+        *rest, last = decoded.words
+        words = (*rest, DecodedWord(last.text + ".", last.start, last.end, last.probability))
+        return Decoded("".join(w.text for w in words).strip(), words, "en", decoded.seconds)
+
+
+def test_a_stop_written_where_a_clip_ended_is_not_forced_on_the_next_decode() -> None:
+    h = Harness(partial_interval=0)
+    h.engine = StopAtTheEndEngine()
+    h.audio(np.concatenate([talk(220, word=0.8), silence(0.5), talk(330, word=0.8), silence(0.6)]))
+    # Sent as the model wrote it (words are final when sent)...
+    assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1.", "f330.0", "f330.1."]
+    # ...but the next decode hears for itself whether the sentence goes on: forced on it, the
+    # stop made every comma's pause a sentence end, and the words after it a new sentence.
+    assert h.engine.clips[-1].prefix == "f220.0 f220.1"
+
+
+class MarkAfterThePrefixEngine(StopAtTheEndEngine):
+    """Ends its prefix's last word with ``mark`` before its own words, as Whisper does once it
+    hears what follows: "," where the sentence goes on, "." where it ended (a greedy partial
+    may go on in lower case even so)."""
+
+    def __init__(self, mark: str) -> None:
+        super().__init__()
+        self.mark = mark
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        if not clip.prefix or not decoded.words:
+            return decoded
+        return replace(decoded, text=f"{self.mark} {decoded.text}")
+
+
+def test_the_final_ends_a_word_as_the_decode_that_heard_what_follows_it_does() -> None:
+    h = Harness(partial_interval=0)
+    h.engine = MarkAfterThePrefixEngine(",")
+    h.audio(np.concatenate([talk(220, word=0.8), silence(0.5), talk(330, word=0.8), silence(0.6)]))
+    h.text({"type": "end"})
+    sent = [m["segment"]["text"] for m in h.of_type("segment")]  # type: ignore[typeddict-item]
+    assert sent == ["f220.0 f220.1.", "f330.0 f330.1."]  # words are final when sent
+    [final] = h.of_type("final")
+    assert final["transcription"] == "f220.0 f220.1, f330.0 f330.1."  # type: ignore[typeddict-item]
+    words = final["response"]["word_segments"]  # type: ignore[typeddict-item]
+    assert [w["word"] for w in words] == ["f220.0", "f220.1,", "f330.0", "f330.1."]
+
+
+def test_words_after_the_model_s_own_full_stop_begin_a_sentence() -> None:
+    h = Harness(partial_interval=0)
+    h.engine = MarkAfterThePrefixEngine(".")
+    h.audio(np.concatenate([talk(220, word=0.8), silence(0.5), talk(330, word=0.8), silence(0.6)]))
+    assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1.", "F330.0", "f330.1."]
+    assert not h.of_type("segment")[-1]["continues"]

@@ -27,6 +27,7 @@ LONG_WER_BOUND = 0.075  # measured 0.063 to 0.067; offline tiny.en, beam 5, on t
 CLIP_WER_BOUND = 0.15
 WORD_TIMING_TOLERANCE = 0.25  # seconds; the silver alignment itself is good to about ±50 ms
 WORD_END_SLACK = 0.6  # seconds an LJ clip's last word may end before the clip does
+STRAY_STOPS = 0.3  # per sentence of the final: measured 5 in 34, 2026-12-03 (abbreviations, ellipses)
 
 
 def run(server: RunningServer, recording: Recording, **kwargs: Any) -> Any:
@@ -54,11 +55,17 @@ def test_long_stream_wer_and_schema(long_result: Any, manifest: dict[str, Any]) 
     final = long_result.final
     reference = manifest["long/ljspeech_5min.flac"]["text"]
     assert wer(reference, final["transcription"]) <= LONG_WER_BOUND
-    # The final holds exactly the words sent, in order; its segments join the pieces sent into
+    # The final holds the words sent, in order, with their timings; a word's closing mark may
+    # be the next decode's (it heard what follows). Its segments join the pieces sent into
     # sentences, fewer than the pieces.
     sent = [m["segment"] for m in long_result.messages if m["type"] == "segment"]
     words = final["response"]["word_segments"]
-    assert words == [w for s in sent for w in s["words"]]
+    sent_words = [w for s in sent for w in s["words"]]
+    assert [{**w, "word": w["word"].rstrip(".,")} for w in words] == [
+        {**w, "word": w["word"].rstrip(".,")} for w in sent_words
+    ]
+    rewritten = [(a["word"], b["word"]) for a, b in zip(sent_words, words, strict=True) if a != b]
+    assert all(a.endswith(".") for a, _ in rewritten), rewritten
     assert words == sorted(words, key=lambda w: (w["start"], w["end"]))
     assert len(final["response"]["segments"]) < len(sent)
 
@@ -310,25 +317,33 @@ def test_client_cli_exits_non_zero_on_a_server_error(
 
 
 def test_pieces_read_as_sentences(long_result: Any) -> None:
-    """A piece continues its sentence when the piece before did not end one, or when it starts
-    in lower case (the full stop before it was the model's, at a short pause); a sentence cut
-    at a pause goes on in the case its prefix calls for."""
+    """A piece continues its sentence when the piece before did not end one, as the final ends
+    its last word (a later decode, hearing what follows, may have rewritten a stop the model
+    wrote where its clip stopped), or when it starts in lower case. The final reads as
+    sentences: few of its full stops are followed by a lower-case word."""
     pieces = [m for m in long_result.messages if m["type"] == "segment"]
-    stray_stops = []
-    for before, after in itertools.pairwise(pieces):
-        ended = ends_sentence(before["segment"]["text"])
+    words = long_result.final["response"]["word_segments"]
+    ends = list(itertools.accumulate(len(p["segment"]["words"]) for p in pieces))
+    sentence_start = pieces[0]["segment"]["start"]
+    for (before, after), end in zip(itertools.pairwise(pieces), ends, strict=False):
+        ended = ends_sentence(words[end - 1]["word"])
         lower = after["segment"]["text"].lstrip()[:1].islower()
         gap = after["segment"]["start"] - before["segment"]["end"]
+        said = (before["segment"]["text"], after["segment"]["text"])
         if ended and not lower:
-            assert not after["continues"]
-        elif gap < 1.0 and after["segment"]["end"] - after["segment"]["start"] < 20.0:
-            assert after["continues"], (before["segment"]["text"], after["segment"]["text"])
-        if ended and lower:
-            stray_stops.append((before["segment"]["text"][-30:], after["segment"]["text"][:30]))
-    # Stray full stops: where the model ended a sentence at a short pause and its continuation,
-    # hearing more, went on in lower case ("concerned. | differs from most"). Measured 12 of 75
-    # pieces (tiny.en, 2026-12-02); the pieces still read as one sentence, as asserted above.
-    assert len(stray_stops) <= 0.2 * len(pieces), stray_stops
+            assert not after["continues"], said
+        elif gap < 1.0 and after["segment"]["end"] - sentence_start <= 20.0:  # max_sentence
+            assert after["continues"], said
+        if not after["continues"]:
+            sentence_start = after["segment"]["start"]
+    stray = [
+        (a["word"], b["word"])
+        for a, b in itertools.pairwise(words)
+        if ends_sentence(a["word"]) and b["word"][:1].islower()
+    ]
+    # Before the rewriting, the live pieces had such stops in 12 of 75 (2026-12-02), and the
+    # final kept them all.
+    assert len(stray) <= STRAY_STOPS * len(long_result.final["response"]["segments"]), stray
 
 
 def test_speech_with_few_pauses_gets_its_words_within_the_bound(

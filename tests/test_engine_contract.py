@@ -5,14 +5,17 @@ the fake that the fast tests use keeps to what the real one does:
 - a clip the engine cannot take fails the whole batch with an exception (the scheduler then
   retries the batch item by item);
 - a batch decodes like its items decoded one by one;
-- words lie within their clip and in order; a forced prefix is not said again.
+- words lie within their clip and in order; a forced prefix is not said again; the text is the
+  words, after any mark the model ended the prefix with (``prefix_mark``).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,7 +82,10 @@ def test_words_lie_in_their_clip_in_order_and_the_prefix_is_not_said_again(
         assert decoded.words
         assert all(0 <= w.start <= w.end <= duration for w in decoded.words)
         assert all(a.start <= b.start for a, b in itertools.pairwise(decoded.words))
-        assert "".join(w.text for w in decoded.words).strip() == decoded.text
+        assert (
+            "".join(w.text for w in decoded.words).strip()
+            == decoded.text.removeprefix(decoded.prefix_mark).strip()
+        )
         if clip.prefix:
             said = decoded.text.lower().split()
             assert said[: len(clip.prefix.split())] != clip.prefix.lower().split()
@@ -92,3 +98,21 @@ def test_a_clip_the_engine_cannot_take_fails_the_whole_batch(engine: Engine, cli
     stereo = Clip(np.zeros((RATE, 2), dtype=np.float32))
     with pytest.raises(ValueError, match="mono"):
         engine.transcribe_batch([clips[0], stereo], FINAL)
+
+
+def test_a_prefix_the_model_only_ends_is_decoded_on_after_its_mark(
+    engine: Engine, data_dir: Path, manifest: dict[str, Any]
+) -> None:
+    """A prefix is given without the full stop the model wrote where its clip stopped. Decoding
+    0.3 s into the next sentence, greedy Whisper wrote that stop and nothing else (so the new
+    speech had no words): the engine decodes on, the mark forced too."""
+    if isinstance(engine, ScriptedEngine):
+        pytest.skip("the scripted engine writes no marks")
+    entry = manifest["long/ljspeech_5min.flac"]
+    audio = decode_file((data_dir / "long/ljspeech_5min.flac").read_bytes())
+    (before, start, _), (_, after, _) = entry["segments"][1], entry["segments"][2]
+    clip = Clip(audio[round((start - 0.1) * RATE) : round((after + 0.3) * RATE)], before.strip().rstrip("."))
+    [decoded] = engine.transcribe_batch([clip], replace(PARTIAL, word_timestamps=True))
+    assert decoded.prefix_mark == "."
+    assert decoded.words, decoded.text
+    assert decoded.words[0].text.strip()[:1].isupper()  # a new sentence, as the stop says

@@ -1,0 +1,90 @@
+"""A decoded word where a channel's stream has it: what a track commits, agrees on and forces
+on the next decode as its prefix."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
+from streaming.engine import Decoded
+from streaming.messages import Word
+from streaming.sentences import ends_sentence
+
+_NORMAL = re.compile(r"[^\w']+")
+
+
+@dataclass(frozen=True, slots=True)
+class Spoken:
+    """A decoded word in stream samples, with its text as the model wrote it (leading space
+    included: the prefix is rebuilt from these, so spacing and scripts without spaces survive)."""
+
+    raw: str
+    start: int
+    end: int
+    probability: float
+    # The decode's text ended with this word: its mark was written with nothing heard after it.
+    # Whisper ends a clip cut at a comma's pause with a full stop ("printing." for "Printing,").
+    last: bool = False
+
+    @property
+    def key(self) -> str:
+        """What two decodes must agree on: the word, without case or punctuation."""
+        return _NORMAL.sub("", self.raw.lower())
+
+    def word(self, lag: int = 0) -> Word:
+        """The word as sent, its timing less the model's alignment lag (samples): the commit
+        rule works on the timings as aligned, which its thresholds were measured on."""
+        start = max(self.start - lag, 0)
+        return Word(
+            text=self.raw.strip(),
+            start=start,
+            end=max(self.end - lag, start),
+            probability=self.probability,
+            glued=not self.raw[:1].isspace(),
+        )
+
+
+def spoken_words(decoded: Decoded, start: int) -> list[Spoken]:
+    """A decode's words in stream samples. A decode of marks alone ("...", Whisper's answer to
+    a breath or a noise decoded by itself, such as the tail a retry hears) heard no words."""
+    words = [w for w in decoded.words if w.text.strip()]
+    if not any(ch.isalnum() for w in words for ch in w.text):
+        return []
+    return [
+        Spoken(
+            raw=w.text,
+            start=start + round(w.start * SAMPLE_RATE),
+            end=start + round(w.end * SAMPLE_RATE),
+            probability=w.probability,
+            last=i == len(words) - 1,
+        )
+        for i, w in enumerate(words)
+    ]
+
+
+def unended(word: Spoken) -> str:
+    """A context word as the prefix carries it: without the full stop the model wrote where its
+    clip stopped. Forced on the decoder, that stop made every comma's pause a sentence end: the
+    next words came capitalised and read as a new sentence ("concerned. Divers from", "purpose.
+    Maybe considered" for "concerned, differs from", "purpose, may be considered"). Without
+    it, the model hears whether the sentence goes on or a new one begins."""
+    text = word.raw
+    if word.last and text.endswith(".") and not text.endswith("..") and ends_sentence(text):
+        return text[:-1]
+    return text
+
+
+def union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sample ranges merged where they overlap or touch, in order."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def overlaps(word: Spoken, speech: tuple[tuple[int, int], ...]) -> bool:
+    return any(word.start < hi and word.end > lo for lo, hi in speech)

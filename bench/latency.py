@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from bisect import bisect_left
@@ -31,6 +32,7 @@ import numpy as np
 
 from bench import provenance
 from clients.stream import Recording, read_audio, stream_file
+from streaming.sentences import ends_sentence
 from streaming.testing import free_port, serve_process
 from tests.wer import wer
 
@@ -197,6 +199,12 @@ def main() -> None:
         "streaming_wer": wer(entry["text"], final["transcription"]),
         "final_segments": len(final["response"]["segments"]),
         "reference_sentences": sum(entry["text"].count(mark) for mark in ".?!"),
+        # A full stop followed by a lower-case word: a sentence the model ended where its clip
+        # stopped, and went on.
+        "stray_stops": sum(
+            ends_sentence(a) and b[:1].islower()
+            for a, b in itertools.pairwise(final["transcription"].split())
+        ),
         **latencies(result, sent_at, entry["segments"]),
     }
     report["offline_wer"], report["offline_seconds"], report["offline_transcription"] = offline_wer(

@@ -19,3 +19,25 @@ def validate_message(message: dict[str, Any]) -> None:
 
 def validate_hosted(body: dict[str, Any]) -> None:
     _HOSTED.validate(body)
+
+
+# Marks the final may end a word with otherwise than the segment that sent it: a full stop the
+# model wrote where its clip stopped, rewritten by the decode that heard what follows.
+_ENDINGS = ".,;:!?"
+
+
+def as_sent(words: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Words (of segments, or of the final) without their closing marks, for comparing the final
+    with what was sent; :func:`rewritten` says which marks changed."""
+    return [{**w, "word": w["word"].rstrip(_ENDINGS)} for w in words]
+
+
+def rewritten(sent: list[dict[str, Any]], final: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The words whose text the final has otherwise than sent, as (sent, final): only a stop may be
+    rewritten."""
+    return [(a["word"], b["word"]) for a, b in zip(sent, final, strict=True) if a["word"] != b["word"]]
+
+
+def unmarked(text: str) -> list[str]:
+    """A text's words without their closing marks."""
+    return [w.rstrip(_ENDINGS) for w in text.split()]

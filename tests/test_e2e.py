@@ -17,7 +17,7 @@ import pytest
 from clients.stream import Recording, read_audio, stream_file
 from streaming.sentences import ends_sentence
 from tests.conftest import RunningServer
-from tests.schema import validate_hosted, validate_message
+from tests.schema import as_sent, rewritten, validate_hosted, validate_message
 from tests.wer import wer
 
 pytestmark = pytest.mark.model
@@ -61,11 +61,9 @@ def test_long_stream_wer_and_schema(long_result: Any, manifest: dict[str, Any]) 
     sent = [m["segment"] for m in long_result.messages if m["type"] == "segment"]
     words = final["response"]["word_segments"]
     sent_words = [w for s in sent for w in s["words"]]
-    assert [{**w, "word": w["word"].rstrip(".,")} for w in words] == [
-        {**w, "word": w["word"].rstrip(".,")} for w in sent_words
-    ]
-    rewritten = [(a["word"], b["word"]) for a, b in zip(sent_words, words, strict=True) if a != b]
-    assert all(a.endswith(".") for a, _ in rewritten), rewritten
+    assert as_sent(words) == as_sent(sent_words)
+    changed = rewritten(sent_words, words)
+    assert all(a.endswith(".") for a, _ in changed), changed
     assert words == sorted(words, key=lambda w: (w["start"], w["end"]))
     assert len(final["response"]["segments"]) < len(sent)
 

@@ -528,6 +528,10 @@ class Track:
         self._ending_of = None
         text = unended(word) + decoded.prefix_mark
         first = committed[0]
+        if not decoded.prefix_mark and first.raw.lstrip()[:1].isupper():
+            # No mark, and a capital after it ("as far as it can go His letter"): a sentence the
+            # model began without ending the one before. The stop stands.
+            return None
         if ends_sentence(text) and first.raw.lstrip()[:1].islower():
             # A greedy partial can end the sentence and go on in lower case ("themselves. the
             # Middle Ages"): the words after the model's own full stop begin a sentence.

@@ -460,15 +460,21 @@ class MarkAfterThePrefixEngine(StopAtTheEndEngine):
     hears what follows: "," where the sentence goes on, "." where it ended (a greedy partial
     may go on in lower case even so)."""
 
-    def __init__(self, mark: str) -> None:
+    def __init__(self, mark: str, *, capital: bool = False) -> None:
         super().__init__()
         self.mark = mark
+        self.capital = capital  # the first word after the prefix begins with a capital
 
     def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
         decoded = super().transcribe(clip, options)
         if not clip.prefix or not decoded.words:
             return decoded
-        return replace(decoded, text=f"{self.mark} {decoded.text}")
+        first, *rest = decoded.words
+        if self.capital:
+            first = replace(first, text=first.text.upper())
+        words = (first, *rest)
+        text = "".join(w.text for w in words).strip()
+        return replace(decoded, text=f"{self.mark} {text}", words=words)
 
 
 def test_the_final_ends_a_word_as_the_decode_that_heard_what_follows_it_does() -> None:
@@ -490,3 +496,13 @@ def test_words_after_the_model_s_own_full_stop_begin_a_sentence() -> None:
     h.audio(np.concatenate([talk(220, word=0.8), silence(0.5), talk(330, word=0.8), silence(0.6)]))
     assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1.", "F330.0", "f330.1."]
     assert not h.of_type("segment")[-1]["continues"]
+
+
+def test_no_mark_then_a_capital_leaves_the_stop_as_it_was() -> None:
+    h = Harness(partial_interval=0)
+    h.engine = MarkAfterThePrefixEngine("", capital=True)
+    h.audio(np.concatenate([talk(220, word=0.8), silence(0.5), talk(330, word=0.8), silence(0.6)]))
+    h.text({"type": "end"})
+    assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1.", "F330.0", "f330.1."]
+    [final] = h.of_type("final")
+    assert final["transcription"] == "f220.0 f220.1. F330.0 f330.1."  # type: ignore[typeddict-item]

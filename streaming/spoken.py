@@ -88,3 +88,13 @@ def union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def overlaps(word: Spoken, speech: tuple[tuple[int, int], ...]) -> bool:
     return any(word.start < hi and word.end > lo for lo, hi in speech)
+
+
+def skipped(words: list[Spoken], speech: tuple[tuple[int, int], ...], least: int) -> int:
+    """How many of ``words`` come before the first stretch of at least ``least`` samples of
+    speech that falls between two of them: speech the decode said nothing for."""
+    for i in range(1, len(words)):
+        lo, hi = words[i - 1].end, words[i].start
+        if sum(max(0, min(b, hi) - max(a, lo)) for a, b in speech) >= least:
+            return i
+    return len(words)

@@ -20,6 +20,7 @@ utterance, thrown away if speech resumes), then a partial of the open utterance.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -31,7 +32,7 @@ from streaming.engine import Clip, Decoded
 from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
 from streaming.jobs import Job, JobKind
 from streaming.sentences import ends_sentence
-from streaming.spoken import Spoken, overlaps, spoken_words, unended, union
+from streaming.spoken import Spoken, overlaps, skipped, spoken_words, unended, union
 from streaming.vad import Segmenter, Utterance
 
 # A partial is not worth a decode until the open utterance has grown this much.
@@ -52,6 +53,17 @@ CONTEXT_MAX_GAP = 2 * SAMPLE_RATE
 # falls up to 0.45 s before the VAD's first silent window when nothing was missed (long
 # numbers such as "1465." most), and 0.8 s or more when a word was (the 5-minute LJ file).
 UNHEARD_TAIL = round(0.5 * SAMPLE_RATE)
+# Speech between two words of a final that the decode said nothing for. Whisper, decoding a
+# long clip without timestamp tokens, can pass over a whole turn of another voice ("She had
+# your dark suit in greasy wash water all year.", 2.9 s, in a 28 s piece of a call). Where it
+# said all, the speech between two words was at most 0.96 s (VAD padding and pauses; the
+# call, long and read files through /predict), and 0.54 s in streamed finals.
+SKIPPED_SPEECH = round(1.2 * SAMPLE_RATE)
+# The context of a retry of speech a final passed over: none. Decoded again with its window
+# full of context, the same turn was passed over again; with the sentence before it as the
+# prefix (5 s), or with no prefix but the rest of the piece after it (13.6 s), as well. Alone,
+# from the last committed word to where the final's words went on, it was heard.
+SKIP_RETRY_CONTEXT = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +131,7 @@ class TrackStats:
     context_resets: int = 0
     repeats_dropped: int = 0  # words that said the context, or their decode, again
     retries: int = 0  # finals decoded again for the speech they left unworded
+    skips: int = 0  # finals that passed over speech between their words (then retried)
 
 
 class Track:
@@ -150,6 +163,7 @@ class Track:
         self.eager: _Eager | None = None
         self._eager_lost: int | None = None  # the pause whose eager final was shed: no retry
         self._retried_until = 0  # the end of the last utterance whose unworded speech was retried
+        self._skip_retry: int | None = None  # the start of a retry of speech a final skipped
         self.last_partial_at = now
         self.last_partial_size = 0
         self.shown_at = now
@@ -253,7 +267,9 @@ class Track:
         if eager is not None and eager.utterance is not None and eager.decoded is None:
             return None  # its eager final is still in the scheduler's hands
         if self.waiting:
-            clip, start = self._clip(self.waiting[0].end, self.waiting[0].start, self.settings.max_decode)
+            closed = self.waiting[0]
+            context = SKIP_RETRY_CONTEXT if closed.start == self._skip_retry else self.settings.max_context
+            clip, start = self._clip(closed.end, closed.start, self.settings.max_decode, context)
             return Due("final", clip, start)
         segmenter = self.segmenter
         open_start = segmenter.open_start
@@ -263,14 +279,18 @@ class Track:
             # A pause adds no words, and may end the utterance: decode its final now.
             wanted = self.settings.eager_finals and segmenter.silence_start != self._eager_lost
             if wanted and eager is None and self._uncommitted_speech():
-                clip, start = self._clip(segmenter.received, open_start, self.settings.max_decode)
+                clip, start = self._clip(
+                    segmenter.received, open_start, self.settings.max_decode, self.settings.max_context
+                )
                 return Due("final", clip, start, speculative=True)
             return None
         if not partials or segmenter.open_samples < self.last_partial_size + MIN_PARTIAL_GROWTH:
             return None
         if now < self.last_partial_at + self.settings.partial_interval:
             return None
-        clip, start = self._clip(segmenter.received, open_start, self._partial_length())
+        clip, start = self._clip(
+            segmenter.received, open_start, self._partial_length(), self.settings.max_context
+        )
         # A preview of the utterance on its way shows the first words already.
         first = open_start != self._shown_from and self.preview is None
         return Due("partial", clip, start, urgent=self._urgent(), first=first)
@@ -389,12 +409,13 @@ class Track:
         bound = round(self.settings.commit_bound * SAMPLE_RATE)
         return first is not None and received - first >= bound
 
-    def _clip(self, end: int, new_start: int, longest: int) -> tuple[Clip, int]:
+    def _clip(self, end: int, new_start: int, longest: int, max_context: int) -> tuple[Clip, int]:
         """The audio to decode up to ``end``, at most ``longest`` samples: the committed words
-        that fit before it (as the prefix), then everything not committed."""
+        that fit before it (as the prefix, at most ``max_context`` samples of them), then
+        everything not committed."""
         window = end - longest
         floor = max(window, self.history.start)
-        reach = max(new_start, self.committed_until) - self.settings.max_context
+        reach = max(new_start, self.committed_until) - max_context
         context = [
             w for w in self.context if w.start - CONTEXT_LEAD >= window and w.start >= max(floor, reach)
         ]
@@ -446,9 +467,10 @@ class Track:
             return self.take_eager()
         if job.kind == "final":
             assert utterance is not None
-            committed = self._commit(self._spoken(job, decoded, utterance.speech))
+            words, resumed = self._before_skip(self._spoken(job, decoded, utterance.speech), utterance)
+            committed = self._commit(words)
             amended = self._ending(decoded, committed)
-            if not self._after_final(utterance):
+            if not self._after_final(utterance, resumed=resumed):
                 self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
             return Outcome(committed=committed, amended=amended)
         if self.waiting or self.segmenter.open_start is None:
@@ -471,9 +493,10 @@ class Track:
             self.waiting.appendleft(utterance)
             return Outcome()
         self.stats.eager_used += 1
+        words, resumed = self._before_skip(words, utterance)
         committed = self._commit(words)
         amended = self._ending(eager.decoded, committed)
-        if not self._after_final(utterance):
+        if not self._after_final(utterance, resumed=resumed):
             self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
         return Outcome(committed=committed, amended=amended)
 
@@ -560,6 +583,18 @@ class Track:
         self.stats.repeats_dropped += len(dropped)
         return [w for i, w in enumerate(words, len(self.context)) if i not in dropped]
 
+    def _before_skip(self, words: list[Spoken], utterance: Utterance) -> tuple[list[Spoken], int | None]:
+        """A final's words before speech it passed over (``SKIPPED_SPEECH``), to commit, and
+        where its words went on after it (None: it passed over none). The rest is decoded again
+        (see ``_retry_unheard``). Once retried, an utterance's words all stand."""
+        if utterance.end <= self._retried_until:
+            return words, None
+        kept = skipped(words, utterance.speech, SKIPPED_SPEECH)
+        if kept == len(words):
+            return words, None
+        self.stats.skips += 1
+        return words[:kept], words[kept].start
+
     def _commit(self, words: list[Spoken]) -> list[Spoken]:
         out = []
         for w in words:
@@ -573,20 +608,21 @@ class Track:
         ]
         return out
 
-    def _after_final(self, utterance: Utterance) -> bool:
+    def _after_final(self, utterance: Utterance, *, resumed: int | None) -> bool:
         """An utterance is decoded: its speech past the last committed word stays pending, and
-        is retried at once where no later decode would hear it. True: a retry is queued."""
+        is retried at once where no later decode would hear it, or where the final skipped
+        speech (``resumed``: where its words went on after it). True: a retry is queued."""
         merged = union([*self.pending_speech, *utterance.speech])  # a retry's speech is pending
         self.pending_speech = [
             (max(lo, self.committed_until), hi) for lo, hi in merged if hi > self.committed_until
         ]
         self.hypothesis = []
         # Before the trim, which gives up the speech that the next decodes cannot reach.
-        retried = self._retry_unheard(utterance)
+        retried = self._retry_unheard(utterance, resumed=resumed)
         self._trim()
         return retried
 
-    def _retry_unheard(self, utterance: Utterance) -> bool:
+    def _retry_unheard(self, utterance: Utterance, *, resumed: int | None) -> bool:
         """Decode once more, after what was committed, the speech a final left unworded.
 
         Without timestamp tokens Whisper may end its text at a sentence end and leave what
@@ -597,20 +633,29 @@ class Track:
         follows (the end of a stream or a file), when the speech is further back than the next
         clip's window (a file's next piece fills most of its 30 s), or past a silence that ends
         the context (``CONTEXT_MAX_GAP``). More than ``UNHEARD_TAIL`` of speech past the last
-        word is a miss (less is the padding the VAD keeps around speech). An utterance is
-        retried once. True: a retry is queued (the utterance is not done until it is decoded)."""
+        word is a miss (less is the padding the VAD keeps around speech). Speech a final
+        skipped is retried whatever follows: decoded alone, up to where the final's words
+        ``resumed``, without context (``SKIP_RETRY_CONTEXT``), then the rest goes on from its
+        words. An utterance is retried once. True: a retry is queued (the utterance is not done
+        until it is decoded)."""
         if utterance.end <= self._retried_until:
             return False
         unheard = [(lo, hi) for lo, hi in self.pending_speech if lo < utterance.end]
         if sum(min(hi, utterance.end) - lo for lo, hi in unheard) <= UNHEARD_TAIL:
             return False
-        if self._next_decode_hears(unheard[0][0], unheard[-1][1]):
+        if resumed is None and self._next_decode_hears(unheard[0][0], unheard[-1][1]):
             return False
         self._retried_until = utterance.end
         self.stats.retries += 1
         start = unheard[0][0]
-        speech = tuple((lo, min(hi, utterance.end)) for lo, hi in unheard)
-        self.waiting.appendleft(Utterance(start, self.history.slice(start, utterance.end), speech))
+        cuts = [start, utterance.end]
+        if resumed is not None and start < resumed < utterance.end:
+            # The skipped stretch alone, then the rest, which goes on from its words.
+            cuts.insert(1, resumed)
+            self._skip_retry = start
+        for lo, hi in reversed(list(itertools.pairwise(cuts))):
+            speech = tuple((max(a, lo), min(b, hi)) for a, b in unheard if a < hi and b > lo)
+            self.waiting.appendleft(Utterance(lo, self.history.slice(lo, hi), speech))
         return True
 
     def _next_decode_hears(self, lo: int, hi: int) -> bool:

@@ -18,7 +18,7 @@ from clients.stream import Recording, read_audio, stream_file
 from streaming.sentences import ends_sentence
 from tests.conftest import RunningServer
 from tests.schema import as_sent, rewritten, validate_hosted, validate_message
-from tests.wer import wer
+from tests.wer import normalise, wer
 
 pytestmark = pytest.mark.model
 
@@ -217,6 +217,29 @@ def test_predict_keeps_the_words_after_a_sentence_end_and_a_pause(
     text = response.json()["transcription"].lower()
     assert "by far" in text, text
     assert wer(entry["text"], text) <= 0.1
+
+
+@pytest.mark.parametrize("name", ["mono_call/conv_0_16k.flac", "mono_call/conv_2_16k.flac"])
+def test_predict_keeps_every_turn_of_a_call(
+    server: RunningServer, data_dir: Path, manifest: dict[str, Any], name: str
+) -> None:
+    """Decoding a 28 s piece of several voices, tiny.en passed over a whole turn of another
+    ("Stuff it into you, his belly counselled him.", "She had your dark suit in greasy wash
+    water all year.") and went on with the next: the speech between two of a final's words is
+    decoded again on its own. Each turn has most of its three-word runs in the transcription."""
+    entry = manifest[name]
+    blob = (data_dir / entry["audio"]).read_bytes()
+    response = httpx.post(
+        f"{server.http_url}/predict", json={"audio": base64.b64encode(blob).decode()}, timeout=300
+    )
+    assert response.status_code == 200, response.text
+    text = response.json()["transcription"]
+    said = normalise(text)
+    for _, turn, _, _ in entry["speaker_segments"]:
+        words = normalise(turn).split()
+        runs = [" ".join(words[i : i + 3]) for i in range(len(words) - 2)]
+        assert sum(f" {run} " in f" {said} " for run in runs) >= len(runs) / 2, (turn, text)
+    assert wer(entry["text"], text) <= 0.08
 
 
 @pytest.mark.parametrize(

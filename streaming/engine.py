@@ -36,7 +36,9 @@ BEST_OF = 5  # samples per fallback temperature
 PREPEND_PUNCTUATION = "\"'\u201c\u00bf([{-"
 APPEND_PUNCTUATION = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001"
 SENTENCE_END_MARKS = ".\u3002!\uff01?\uff1f"
-_LEADING_MARKS = re.compile(r"[.,;:!?\u3002\uff0c\uff01\uff1f\uff1a\u3001]+(?=\s|$)")
+# The marks a decode's text may open with, ending the prefix's last word: a sentence's ends,
+# and the pauses inside one.
+_LEADING_MARKS = re.compile("[" + re.escape(SENTENCE_END_MARKS + ",;:\uff0c\uff1a\u3001") + r"]+(?=\s|$)")
 # Cross-attention alignment places a model's words late by a near-constant lag, in seconds.
 # tiny.en: the median word starts 0.10 s and ends 0.09 s after where it was said (pocketsphinx
 # forced alignment; bench.word_timing, the tune half of the words_silver clips; the held-out half
@@ -399,7 +401,7 @@ class WhisperEngine:
         model ended the prefix's sentence (a prefix without the stop its clip's end had put
         there) and stopped before the speech after it ("." for a 13 s clip whose last 4 s were
         new speech: 5 of 41 finals of the 5-minute LJ file). Forced, the mark is behind it."""
-        ended = [i for i, h in enumerate(hypotheses) if prefixes[i] and h.tokens and not _has_word(h.text)]
+        ended = [i for i, h in enumerate(hypotheses) if prefixes[i] and h.tokens and not has_word(h.text)]
         if not ended:
             return
         if len(ended) < len(hypotheses):  # CTranslate2 cannot take a part of the encoded batch
@@ -413,7 +415,7 @@ class WhisperEngine:
         for i, result in zip(ended, results, strict=True):
             # Counted from the prefix as given: the marks lead the new text, as they would have.
             again = self._hypothesis(tokenizers[i], result, 0, len(prefixes[i]))
-            if _has_word(again.text):
+            if has_word(again.text):
                 hypotheses[i] = again
 
     def _generate(self, encoded: Any, prompts: list[list[int]], tokenizer: Any, **search: Any) -> Any:
@@ -517,7 +519,9 @@ def _word_alignment(tokenizer: Any, text_tokens: list[int], result: Any) -> list
     return alignment
 
 
-def _has_word(text: str) -> bool:
+def has_word(text: str) -> bool:
+    """Whether a decode's text says a word: marks alone ("...", ".") are what Whisper writes for
+    a breath or a noise, or to end a sentence before speech it did not reach."""
     return any(ch.isalnum() for ch in text)
 
 

@@ -36,7 +36,7 @@ from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import StreamConfig
 from streaming.context import PromptContext
 from streaming.diarize import Clusters, Diarizer
-from streaming.engine import ALIGNMENT_LAG, Decoded, DecodeOptions
+from streaming.engine import ALIGNMENT_LAG, Decoded, DecodeOptions, has_word
 from streaming.errors import (
     FrameTooLarge,
     IdleTimeout,
@@ -466,7 +466,7 @@ class Session:
             track.shown_at = self._clock.now()
         text = "".join(w.raw for w in outcome.partial or ()).strip()
         # A lone mark ("." at the end of audio) is no caption: it would linger under the line.
-        if any(ch.isalnum() for ch in text) and self.phase is Phase.OPEN and self._wants_partials():
+        if has_word(text) and self.phase is Phase.OPEN and self._wants_partials():
             start, end = outcome.partial_span
             self._outbox.append(
                 events.Partial(

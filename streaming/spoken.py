@@ -4,10 +4,10 @@ on the next decode as its prefix."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
-from streaming.engine import Decoded
+from streaming.engine import Decoded, has_word
 from streaming.messages import Word
 from streaming.sentences import ends_sentence
 
@@ -49,7 +49,7 @@ def spoken_words(decoded: Decoded, start: int) -> list[Spoken]:
     """A decode's words in stream samples. A decode of marks alone ("...", Whisper's answer to
     a breath or a noise decoded by itself, such as the tail a retry hears) heard no words."""
     words = [w for w in decoded.words if w.text.strip()]
-    if not any(ch.isalnum() for w in words for ch in w.text):
+    if not has_word("".join(w.text for w in words)):
         return []
     return [
         Spoken(
@@ -73,6 +73,12 @@ def unended(word: Spoken) -> str:
     if word.last and text.endswith(".") and not text.endswith("..") and ends_sentence(text):
         return text[:-1]
     return text
+
+
+def capitalised(word: Spoken) -> Spoken:
+    """The word with a capital, where a sentence begins with it."""
+    lead = len(word.raw) - len(word.raw.lstrip())
+    return replace(word, raw=word.raw[:lead] + word.raw[lead : lead + 1].upper() + word.raw[lead + 1 :])
 
 
 def union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

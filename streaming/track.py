@@ -32,7 +32,7 @@ from streaming.engine import Clip, Decoded
 from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
 from streaming.jobs import Job, JobKind
 from streaming.sentences import ends_sentence
-from streaming.spoken import Spoken, overlaps, skipped, spoken_words, unended, union
+from streaming.spoken import Spoken, capitalised, overlaps, skipped, spoken_words, unended, union
 from streaming.vad import Segmenter, Utterance
 
 # A partial is not worth a decode until the open utterance has grown this much.
@@ -468,8 +468,7 @@ class Track:
         if job.kind == "final":
             assert utterance is not None
             words, resumed = self._before_skip(self._spoken(job, decoded, utterance.speech), utterance)
-            committed = self._commit(words)
-            amended = self._ending(decoded, committed)
+            committed, amended = self._commit(words, decoded)
             if not self._after_final(utterance, resumed=resumed):
                 self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
             return Outcome(committed=committed, amended=amended)
@@ -494,8 +493,7 @@ class Track:
             return Outcome()
         self.stats.eager_used += 1
         words, resumed = self._before_skip(words, utterance)
-        committed = self._commit(words)
-        amended = self._ending(eager.decoded, committed)
+        committed, amended = self._commit(words, eager.decoded)
         if not self._after_final(utterance, resumed=resumed):
             self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
         return Outcome(committed=committed, amended=amended)
@@ -531,7 +529,7 @@ class Track:
             forced += 1
         self.stats.agreed += agreed
         self.stats.forced += forced - agreed
-        committed = self._commit(words[:forced])
+        committed, amended = self._commit(words[:forced], decoded)
         self.hypothesis = words[forced:]
         if (committed or self.hypothesis) and self.segmenter.open_start is not None:
             self._shown_from = self.segmenter.open_start
@@ -539,31 +537,26 @@ class Track:
             committed=committed,
             partial=self.hypothesis,
             partial_span=(self.committed_until, job.end),
-            amended=self._ending(decoded, committed),
+            amended=amended,
         )
 
-    def _ending(self, decoded: Decoded, committed: list[Spoken]) -> tuple[Spoken, str] | None:
-        """The word before ``committed`` as the decode that committed them ends it, where that
-        differs from the stop its own decode wrote: a comma, or nothing."""
+    def _ending(self, decoded: Decoded, first: Spoken) -> tuple[tuple[Spoken, str] | None, bool]:
+        """The word before ``first`` as the decode that commits ``first`` ends it, where that
+        differs from the stop its own decode wrote (a comma, or nothing); and whether ``first``
+        begins a sentence the model ended, and so takes a capital."""
         word = self._ending_of
-        if word is None or not committed:
-            return None
+        if word is None:
+            return None, False
         self._ending_of = None
         text = unended(word) + decoded.prefix_mark
-        first = committed[0]
         if not decoded.prefix_mark and first.raw.lstrip()[:1].isupper():
             # No mark, and a capital after it ("as far as it can go His letter"): a sentence the
             # model began without ending the one before. The stop stands.
-            return None
-        if ends_sentence(text) and first.raw.lstrip()[:1].islower():
-            # A greedy partial can end the sentence and go on in lower case ("themselves. the
-            # Middle Ages"): the words after the model's own full stop begin a sentence.
-            lead = len(first.raw) - len(first.raw.lstrip())
-            committed[0] = replace(
-                first, raw=first.raw[:lead] + first.raw[lead].upper() + first.raw[lead + 1 :]
-            )
-            self.context[-len(committed)] = committed[0]
-        return (word, text) if text != word.raw else None
+            return None, False
+        # A greedy partial can end the sentence and go on in lower case ("themselves. the
+        # Middle Ages"): the words after the model's own full stop begin a sentence.
+        capital = ends_sentence(text) and first.raw.lstrip()[:1].islower()
+        return ((word, text) if text != word.raw else None), capital
 
     def _spoken(self, job: Job, decoded: Decoded, speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
         return self._heard(spoken_words(decoded, job.start), speech)
@@ -595,7 +588,16 @@ class Track:
         self.stats.skips += 1
         return words[:kept], words[kept].start
 
-    def _commit(self, words: list[Spoken]) -> list[Spoken]:
+    def _commit(
+        self, words: list[Spoken], decoded: Decoded
+    ) -> tuple[list[Spoken], tuple[Spoken, str] | None]:
+        """Commit ``words``, of ``decoded``: they are returned as committed, with the word before
+        them as this decode ends it, if that differs (see ``_ending``)."""
+        amended = None
+        if words:
+            amended, capital = self._ending(decoded, words[0])
+            if capital:
+                words = [capitalised(words[0]), *words[1:]]
         out = []
         for w in words:
             start = max(w.start, self.committed_until)
@@ -606,7 +608,7 @@ class Track:
         self.pending_speech = [
             (max(lo, self.committed_until), hi) for lo, hi in self.pending_speech if hi > self.committed_until
         ]
-        return out
+        return out, amended
 
     def _after_final(self, utterance: Utterance, *, resumed: int | None) -> bool:
         """An utterance is decoded: its speech past the last committed word stays pending, and

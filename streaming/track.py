@@ -26,13 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from streaming.audio import History, Samples
+from streaming.committed import CONTEXT_LEAD, CONTEXT_MAX_GAP, Committed, prefix_of
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
-from streaming.context import repeated, repeats_itself
 from streaming.engine import Clip, Decoded
 from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
 from streaming.jobs import Job, JobKind
-from streaming.sentences import ends_sentence
-from streaming.spoken import Spoken, capitalised, overlaps, skipped, spoken_words, unended, union
+from streaming.spoken import Spoken, overlaps, skipped, spoken_words, union
 from streaming.vad import Segmenter, Utterance
 
 # A partial is not worth a decode until the open utterance has grown this much.
@@ -42,13 +41,6 @@ MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
 # every agreed word, 0.067 with this age; beam-5 partials 0.063 at about a fifth more compute).
 AGREE_AGE = round(0.3 * SAMPLE_RATE)
 WINDOW_SAMPLES = 512  # one VAD window
-# Audio kept before the first context word, for its onset.
-CONTEXT_LEAD = SAMPLE_RATE // 10
-# Committed words (or unworded speech) this far before new speech are no context: a silence
-# that long (on a call, the other party's turn) is a new turn, and decoded across it the new
-# words' alignment began where the old ones ended (a call's "He began" timed from 15.0 s,
-# spoken at 27.5 s), or Whisper wrote words of its own into the silence.
-CONTEXT_MAX_GAP = 2 * SAMPLE_RATE
 # Speech an eager final may leave unworded before the pause: the last word's aligned end
 # falls up to 0.45 s before the VAD's first silent window when nothing was missed (long
 # numbers such as "1465." most), and 0.8 s or more when a word was (the 5-minute LJ file).
@@ -145,8 +137,7 @@ class Track:
         self.segmenter = segmenter
         self.settings = settings
         self.history = History()
-        self.context: deque[Spoken] = deque()  # committed words that may still prefix a decode
-        self.committed_until = 0  # stream sample: the end of the last committed word
+        self.committed = Committed()
         # Speech of closed utterances that no committed word covers yet: a decode that ends at
         # a pause can miss the last words (Whisper drops words at a clip's abrupt end), so the
         # audio is not given up; the next decode, prefixed with what was committed, hears it.
@@ -157,9 +148,6 @@ class Track:
         self._previewed_from = -1  # the open utterance a preview was decoded for
         self._shown_from = -1  # the open utterance whose words are on screen (or committed)
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
-        # The committed word whose stop the prefix of the decode in flight left out (see
-        # ``unended``): the first words that decode commits come with the model's own ending.
-        self._ending_of: Spoken | None = None
         self.eager: _Eager | None = None
         self._eager_lost: int | None = None  # the pause whose eager final was shed: no retry
         self._retried_until = 0  # the end of the last utterance whose unworded speech was retried
@@ -367,8 +355,7 @@ class Track:
 
     def started(self, job: Job, now: float) -> None:
         if not job.preview:
-            last = self.context[-1] if self.context and job.clip.prefix else None
-            self._ending_of = last if last is not None and unended(last) != last.raw else None
+            self.committed.decoding(prefixed=bool(job.clip.prefix))
         if job.preview:
             self.preview = job
             self._previewed_from = self.segmenter.open_start if self.segmenter.open_start is not None else -1
@@ -394,7 +381,7 @@ class Track:
 
     def _uncommitted_from(self, ranges: Sequence[tuple[int, int]]) -> int | None:
         """The first sample of ``ranges`` that no committed word covers, or None."""
-        until = self.committed_until
+        until = self.committed.until
         return min((max(lo, until) for lo, hi in ranges if hi > until), default=None)
 
     def _uncommitted_speech(self) -> bool:
@@ -415,31 +402,21 @@ class Track:
         everything not committed."""
         window = end - longest
         floor = max(window, self.history.start)
-        reach = max(new_start, self.committed_until) - max_context
-        context = [
-            w for w in self.context if w.start - CONTEXT_LEAD >= window and w.start >= max(floor, reach)
-        ]
-        if context and new_start - context[-1].end > CONTEXT_MAX_GAP:
-            context = []
-        prefix = "".join(w.raw for w in context[:-1]) + (unended(context[-1]) if context else "")
-        if context and repeats_itself(prefix):
-            # A loop in the committed text would feed itself through the prefix.
-            self.context.clear()
+        reach = max(new_start, self.committed.until) - max_context
+        context = self.committed.context(window, floor, reach, new_start)
+        if self.committed.loops(context):
             self.stats.context_resets += 1
-            context, prefix = [], ""
+            context = []
         if context:
-            start = context[0].start - CONTEXT_LEAD
-            before = [w.end for w in self.context if w.end <= context[0].start]
-            if before:
-                start = max(start, before[-1])
+            start = self.committed.lead_in(context)
         else:
             # Unworded speech long before is no more to be heard than old words are context:
             # a clip reaching back to it holds the silence between, where Whisper writes a
             # word or two of its own ("You.", "which") timed from the clip's start.
             unheard = [lo for lo, hi in self.pending_speech if new_start - hi <= CONTEXT_MAX_GAP]
-            start = max(min([new_start, *unheard]), self.committed_until, floor)
+            start = max(min([new_start, *unheard]), self.committed.until, floor)
         start = max(start, self.history.start)
-        return Clip(self.history.slice(start, end), prefix.strip()), start
+        return Clip(self.history.slice(start, end), prefix_of(context)), start
 
     # ------------------------------------------------------------------ results
 
@@ -484,7 +461,7 @@ class Track:
         self.eager = None
         utterance = eager.utterance
         words = self._heard(spoken_words(eager.decoded, eager.start), utterance.speech)
-        heard_until = words[-1].end if words else self.committed_until
+        heard_until = words[-1].end if words else self.committed.until
         if eager.silence_start - heard_until > UNHEARD_TAIL:
             # Decoded from the first silent window, the clip ends abruptly, and Whisper can drop
             # the last words of such a clip: decode the closed utterance, trailing pause and all.
@@ -536,27 +513,9 @@ class Track:
         return Outcome(
             committed=committed,
             partial=self.hypothesis,
-            partial_span=(self.committed_until, job.end),
+            partial_span=(self.committed.until, job.end),
             amended=amended,
         )
-
-    def _ending(self, decoded: Decoded, first: Spoken) -> tuple[tuple[Spoken, str] | None, bool]:
-        """The word before ``first`` as the decode that commits ``first`` ends it, where that
-        differs from the stop its own decode wrote (a comma, or nothing); and whether ``first``
-        begins a sentence the model ended, and so takes a capital."""
-        word = self._ending_of
-        if word is None:
-            return None, False
-        self._ending_of = None
-        text = unended(word) + decoded.prefix_mark
-        if not decoded.prefix_mark and first.raw.lstrip()[:1].isupper():
-            # No mark, and a capital after it ("as far as it can go His letter"): a sentence the
-            # model began without ending the one before. The stop stands.
-            return None, False
-        # A greedy partial can end the sentence and go on in lower case ("themselves. the
-        # Middle Ages"): the words after the model's own full stop begin a sentence.
-        capital = ends_sentence(text) and first.raw.lstrip()[:1].islower()
-        return ((word, text) if text != word.raw else None), capital
 
     def _spoken(self, job: Job, decoded: Decoded, speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
         return self._heard(spoken_words(decoded, job.start), speech)
@@ -565,16 +524,10 @@ class Track:
         """The new words kept only where the VAD heard speech not yet covered, and after what is
         committed (a word aligned over committed audio would be said twice)."""
         heard = (*self.pending_speech, *speech)
-        words = self._without_repeats(words)
-        return [w for w in words if overlaps(w, heard) and (w.start + w.end) // 2 >= self.committed_until]
-
-    def _without_repeats(self, words: list[Spoken]) -> list[Spoken]:
-        """The new words less any run that says the context, or themselves, again."""
-        said = [*self.context, *words]
-        starts = {0} | {i + 1 for i, w in enumerate(said) if ends_sentence(w.raw)}
-        dropped = set(repeated([w.key for w in said], starts, len(self.context)))
-        self.stats.repeats_dropped += len(dropped)
-        return [w for i, w in enumerate(words, len(self.context)) if i not in dropped]
+        kept = self.committed.without_repeats(words)
+        self.stats.repeats_dropped += len(words) - len(kept)
+        until = self.committed.until
+        return [w for w in kept if overlaps(w, heard) and (w.start + w.end) // 2 >= until]
 
     def _before_skip(self, words: list[Spoken], utterance: Utterance) -> tuple[list[Spoken], int | None]:
         """A final's words before speech it passed over (``SKIPPED_SPEECH``), to commit, and
@@ -591,33 +544,19 @@ class Track:
     def _commit(
         self, words: list[Spoken], decoded: Decoded
     ) -> tuple[list[Spoken], tuple[Spoken, str] | None]:
-        """Commit ``words``, of ``decoded``: they are returned as committed, with the word before
-        them as this decode ends it, if that differs (see ``_ending``)."""
-        amended = None
-        if words:
-            amended, capital = self._ending(decoded, words[0])
-            if capital:
-                words = [capitalised(words[0]), *words[1:]]
-        out = []
-        for w in words:
-            start = max(w.start, self.committed_until)
-            kept = replace(w, start=start, end=max(w.end, start))
-            out.append(kept)
-            self.context.append(kept)
-            self.committed_until = kept.end
-        self.pending_speech = [
-            (max(lo, self.committed_until), hi) for lo, hi in self.pending_speech if hi > self.committed_until
-        ]
-        return out, amended
+        """Commit ``words`` (see :meth:`Committed.add`): the speech they cover is heard."""
+        out = self.committed.add(words, decoded)
+        until = self.committed.until
+        self.pending_speech = [(max(lo, until), hi) for lo, hi in self.pending_speech if hi > until]
+        return out
 
     def _after_final(self, utterance: Utterance, *, resumed: int | None) -> bool:
         """An utterance is decoded: its speech past the last committed word stays pending, and
         is retried at once where no later decode would hear it, or where the final skipped
         speech (``resumed``: where its words went on after it). True: a retry is queued."""
         merged = union([*self.pending_speech, *utterance.speech])  # a retry's speech is pending
-        self.pending_speech = [
-            (max(lo, self.committed_until), hi) for lo, hi in merged if hi > self.committed_until
-        ]
+        until = self.committed.until
+        self.pending_speech = [(max(lo, until), hi) for lo, hi in merged if hi > until]
         self.hypothesis = []
         # Before the trim, which gives up the speech that the next decodes cannot reach.
         retried = self._retry_unheard(utterance, resumed=resumed)
@@ -686,13 +625,12 @@ class Track:
         if self.segmenter.open_start is not None:
             starts.append(self.segmenter.open_start)
         floor = min(ends) - self.settings.max_decode
-        while self.context and self.context[0].start < floor + CONTEXT_LEAD:
-            self.context.popleft()  # it can no longer fit a decode's window
+        self.committed.forget_before(floor)
         # Speech no decode could reach any more is given up (a decode heard no words in it).
         self.pending_speech = [(max(lo, floor), hi) for lo, hi in self.pending_speech if hi > floor]
         starts += [lo for lo, _ in self.pending_speech]
         # Without context, only what the segmenter still holds can start an utterance.
-        keep_from = floor if self.context else self.segmenter.received - self.segmenter.buffered
+        keep_from = floor if self.committed.words else self.segmenter.received - self.segmenter.buffered
         self.history.trim(min([keep_from, *starts]))
 
     def _drop_eager(self) -> None:

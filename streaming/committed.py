@@ -1,0 +1,123 @@
+"""A channel's committed words: final once made, and the context its next decodes go on from.
+
+A decode carries the committed words that fit its window as its prefix (their text forced on
+the decoder), so a sentence cut at a pause goes on in its own case and punctuation. This
+module holds those words and the rules at their edge: which of them a decode carries, which
+new words say them again, and how a decode that heard what follows the last of them ends it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+
+from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
+from streaming.context import repeated, repeats_itself
+from streaming.engine import Decoded
+from streaming.sentences import ends_sentence
+from streaming.spoken import Spoken, capitalised, unended
+
+# Audio kept before the first context word, for its onset.
+CONTEXT_LEAD = SAMPLE_RATE // 10
+# Committed words (or unworded speech) this far before new speech are no context: a silence
+# that long (on a call, the other party's turn) is a new turn, and decoded across it the new
+# words' alignment began where the old ones ended (a call's "He began" timed from 15.0 s,
+# spoken at 27.5 s), or Whisper wrote words of its own into the silence.
+CONTEXT_MAX_GAP = 2 * SAMPLE_RATE
+
+
+def prefix_of(context: list[Spoken]) -> str:
+    """The text a decode carrying ``context`` is prefixed with: the last word without a stop
+    that its own clip's end put there (see :func:`~streaming.spoken.unended`)."""
+    if not context:
+        return ""
+    return ("".join(w.raw for w in context[:-1]) + unended(context[-1])).strip()
+
+
+class Committed:
+    """One channel's committed words, as far back as a decode's window may still reach."""
+
+    def __init__(self) -> None:
+        self.words: deque[Spoken] = deque()
+        self.until = 0  # stream sample: the end of the last committed word
+        # The committed word whose stop the prefix of the decode in flight left out: the first
+        # words that decode commits come with the model's own ending of it.
+        self._ending_of: Spoken | None = None
+
+    def context(self, window: int, floor: int, reach: int, new_start: int) -> list[Spoken]:
+        """The words a decode of new speech from ``new_start`` carries: those starting (with
+        their lead) inside its ``window``, after ``floor`` and ``reach``, and not a turn
+        before (``CONTEXT_MAX_GAP``)."""
+        context = [w for w in self.words if w.start - CONTEXT_LEAD >= window and w.start >= max(floor, reach)]
+        if context and new_start - context[-1].end > CONTEXT_MAX_GAP:
+            return []
+        return context
+
+    def loops(self, context: list[Spoken]) -> bool:
+        """Does ``context`` say the same words over and over? Then every committed word is
+        forgotten as context: a loop in the prefix feeds itself."""
+        if not context or not repeats_itself(prefix_of(context)):
+            return False
+        self.words.clear()
+        return True
+
+    def lead_in(self, context: list[Spoken]) -> int:
+        """Where a clip carrying ``context`` starts: a little before its first word, but not
+        inside the word before it."""
+        start = context[0].start - CONTEXT_LEAD
+        before = [w.end for w in self.words if w.end <= context[0].start]
+        return max(start, before[-1]) if before else start
+
+    def decoding(self, *, prefixed: bool) -> None:
+        """A decode starts, carrying the committed words as its prefix or not: where its
+        prefix leaves out a stop, the decode's own ending of that word is awaited."""
+        last = self.words[-1] if self.words and prefixed else None
+        self._ending_of = last if last is not None and unended(last) != last.raw else None
+
+    def without_repeats(self, words: list[Spoken]) -> list[Spoken]:
+        """The new words less any run that says the committed words, or themselves, again."""
+        said = [*self.words, *words]
+        starts = {0} | {i + 1 for i, w in enumerate(said) if ends_sentence(w.raw)}
+        dropped = set(repeated([w.key for w in said], starts, len(self.words)))
+        return [w for i, w in enumerate(words, len(self.words)) if i not in dropped]
+
+    def add(self, words: list[Spoken], decoded: Decoded) -> tuple[list[Spoken], tuple[Spoken, str] | None]:
+        """Commit ``words``, of ``decoded``: they are returned as committed (none starting
+        before the last), with the word before them as this decode ends it, if that differs
+        from how it was sent."""
+        amended = None
+        if words:
+            amended, capital = self._ending(decoded, words[0])
+            if capital:
+                words = [capitalised(words[0]), *words[1:]]
+        out = []
+        for w in words:
+            start = max(w.start, self.until)
+            kept = replace(w, start=start, end=max(w.end, start))
+            out.append(kept)
+            self.words.append(kept)
+            self.until = kept.end
+        return out, amended
+
+    def forget_before(self, floor: int) -> None:
+        """Words no decode's window reaches from ``floor`` on are no more context."""
+        while self.words and self.words[0].start < floor + CONTEXT_LEAD:
+            self.words.popleft()
+
+    def _ending(self, decoded: Decoded, first: Spoken) -> tuple[tuple[Spoken, str] | None, bool]:
+        """The word before ``first`` as the decode that commits ``first`` ends it, where that
+        differs from the stop its own decode wrote (a comma, or nothing); and whether ``first``
+        begins a sentence the model ended, and so takes a capital."""
+        word = self._ending_of
+        if word is None:
+            return None, False
+        self._ending_of = None
+        text = unended(word) + decoded.prefix_mark
+        if not decoded.prefix_mark and first.raw.lstrip()[:1].isupper():
+            # No mark, and a capital after it ("as far as it can go His letter"): a sentence the
+            # model began without ending the one before. The stop stands.
+            return None, False
+        # A greedy partial can end the sentence and go on in lower case ("themselves. the
+        # Middle Ages"): the words after the model's own full stop begin a sentence.
+        capital = ends_sentence(text) and first.raw.lstrip()[:1].islower()
+        return ((word, text) if text != word.raw else None), capital

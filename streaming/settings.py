@@ -8,10 +8,28 @@ from dataclasses import dataclass
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import Config
 from streaming.engine import FRAMES_PER_SECOND, MAX_FRAMES, WINDOW_MARGIN_FRAMES
-from streaming.track import TrackSettings
 
 # The encoder window holds a clip and this much room after it.
 WINDOW_MARGIN = WINDOW_MARGIN_FRAMES / FRAMES_PER_SECOND
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSettings:
+    """How a track decides (defaults live in :class:`~streaming.config.Config`)."""
+
+    max_decode: int  # samples: the longest clip that fits the encoder window with its margin
+    max_partial: int  # the same for a partial's (smaller) window
+    max_context: int  # samples of committed speech a decode may carry before the new speech
+    commit_bound: float  # seconds a spoken word may wait for its commit
+    partial_interval: float  # seconds between partials; 0: none
+    eager_finals: bool
+
+    @property
+    def force_age(self) -> int:
+        """Samples after which a word is committed by a partial, agreed or not: the next
+        partial (one interval, plus its decode) would come too late for the bound."""
+        seconds = self.commit_bound - self.partial_interval - 0.3
+        return round(max(seconds, 0.2) * SAMPLE_RATE)
 
 
 @dataclass(frozen=True, slots=True)

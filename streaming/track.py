@@ -20,18 +20,19 @@ utterance, thrown away if speech resumes), then a partial of the open utterance.
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from streaming.audio import History, Samples
-from streaming.committed import CONTEXT_LEAD, CONTEXT_MAX_GAP, Committed, prefix_of
+from streaming.committed import CONTEXT_LEAD, Committed, prefix_of
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.engine import Clip, Decoded
 from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
 from streaming.jobs import Job, JobKind
-from streaming.spoken import Spoken, overlaps, skipped, spoken_words, union
+from streaming.settings import TrackSettings
+from streaming.spoken import Spoken, overlaps, spoken_words
+from streaming.unheard import SKIP_RETRY_CONTEXT, UNHEARD_TAIL, Unheard
 from streaming.vad import Segmenter, Utterance
 
 # A partial is not worth a decode until the open utterance has grown this much.
@@ -41,40 +42,6 @@ MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
 # every agreed word, 0.067 with this age; beam-5 partials 0.063 at about a fifth more compute).
 AGREE_AGE = round(0.3 * SAMPLE_RATE)
 WINDOW_SAMPLES = 512  # one VAD window
-# Speech an eager final may leave unworded before the pause: the last word's aligned end
-# falls up to 0.45 s before the VAD's first silent window when nothing was missed (long
-# numbers such as "1465." most), and 0.8 s or more when a word was (the 5-minute LJ file).
-UNHEARD_TAIL = round(0.5 * SAMPLE_RATE)
-# Speech between two words of a final that the decode said nothing for. Whisper, decoding a
-# long clip without timestamp tokens, can pass over a whole turn of another voice ("She had
-# your dark suit in greasy wash water all year.", 2.9 s, in a 28 s piece of a call). Where it
-# said all, the speech between two words was at most 0.96 s (VAD padding and pauses; the
-# call, long and read files through /predict), and 0.54 s in streamed finals.
-SKIPPED_SPEECH = round(1.2 * SAMPLE_RATE)
-# The context of a retry of speech a final passed over: none. Decoded again with its window
-# full of context, the same turn was passed over again; with the sentence before it as the
-# prefix (5 s), or with no prefix but the rest of the piece after it (13.6 s), as well. Alone,
-# from the last committed word to where the final's words went on, it was heard.
-SKIP_RETRY_CONTEXT = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TrackSettings:
-    """How a track decides (defaults live in :class:`~streaming.config.Config`)."""
-
-    max_decode: int  # samples: the longest clip that fits the encoder window with its margin
-    max_partial: int  # the same for a partial's (smaller) window
-    max_context: int  # samples of committed speech a decode may carry before the new speech
-    commit_bound: float  # seconds a spoken word may wait for its commit
-    partial_interval: float  # seconds between partials; 0: none
-    eager_finals: bool
-
-    @property
-    def force_age(self) -> int:
-        """Samples after which a word is committed by a partial, agreed or not: the next
-        partial (one interval, plus its decode) would come too late for the bound."""
-        seconds = self.commit_bound - self.partial_interval - 0.3
-        return round(max(seconds, 0.2) * SAMPLE_RATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +108,7 @@ class Track:
         # Speech of closed utterances that no committed word covers yet: a decode that ends at
         # a pause can miss the last words (Whisper drops words at a clip's abrupt end), so the
         # audio is not given up; the next decode, prefixed with what was committed, hears it.
-        self.pending_speech: list[tuple[int, int]] = []
+        self.unheard = Unheard()
         self.waiting: deque[Utterance] = deque()  # closed, not yet decoding
         self.in_flight: tuple[Job, Utterance | None] | None = None
         self.preview: Job | None = None  # a display-only partial beside a final in flight
@@ -150,8 +117,6 @@ class Track:
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
         self.eager: _Eager | None = None
         self._eager_lost: int | None = None  # the pause whose eager final was shed: no retry
-        self._retried_until = 0  # the end of the last utterance whose unworded speech was retried
-        self._skip_retry: int | None = None  # the start of a retry of speech a final skipped
         self.last_partial_at = now
         self.last_partial_size = 0
         self.shown_at = now
@@ -256,7 +221,8 @@ class Track:
             return None  # its eager final is still in the scheduler's hands
         if self.waiting:
             closed = self.waiting[0]
-            context = SKIP_RETRY_CONTEXT if closed.start == self._skip_retry else self.settings.max_context
+            retry = closed.start == self.unheard.skip_retry
+            context = SKIP_RETRY_CONTEXT if retry else self.settings.max_context
             clip, start = self._clip(closed.end, closed.start, self.settings.max_decode, context)
             return Due("final", clip, start)
         segmenter = self.segmenter
@@ -374,7 +340,7 @@ class Track:
         committed yet does not fit it (partials shed under load, or speech no decode worded),
         for words a partial does not hear before its clip would never be heard again."""
         received = self.segmenter.received
-        first = self._uncommitted_from([*self.pending_speech, *self.segmenter.speech_ranges()])
+        first = self._uncommitted_from([*self.unheard.ranges, *self.segmenter.speech_ranges()])
         if received - (received if first is None else first) + CONTEXT_LEAD <= self.settings.max_partial:
             return self.settings.max_partial
         return self.settings.max_decode
@@ -410,10 +376,7 @@ class Track:
         if context:
             start = self.committed.lead_in(context)
         else:
-            # Unworded speech long before is no more to be heard than old words are context:
-            # a clip reaching back to it holds the silence between, where Whisper writes a
-            # word or two of its own ("You.", "which") timed from the clip's start.
-            unheard = [lo for lo, hi in self.pending_speech if new_start - hi <= CONTEXT_MAX_GAP]
+            unheard = self.unheard.reached_from(new_start)
             start = max(min([new_start, *unheard]), self.committed.until, floor)
         start = max(start, self.history.start)
         return Clip(self.history.slice(start, end), prefix_of(context)), start
@@ -523,92 +486,54 @@ class Track:
     def _heard(self, words: list[Spoken], speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
         """The new words kept only where the VAD heard speech not yet covered, and after what is
         committed (a word aligned over committed audio would be said twice)."""
-        heard = (*self.pending_speech, *speech)
+        heard = (*self.unheard.ranges, *speech)
         kept = self.committed.without_repeats(words)
         self.stats.repeats_dropped += len(words) - len(kept)
         until = self.committed.until
         return [w for w in kept if overlaps(w, heard) and (w.start + w.end) // 2 >= until]
 
     def _before_skip(self, words: list[Spoken], utterance: Utterance) -> tuple[list[Spoken], int | None]:
-        """A final's words before speech it passed over (``SKIPPED_SPEECH``), to commit, and
-        where its words went on after it (None: it passed over none). The rest is decoded again
-        (see ``_retry_unheard``). Once retried, an utterance's words all stand."""
-        if utterance.end <= self._retried_until:
-            return words, None
-        kept = skipped(words, utterance.speech, SKIPPED_SPEECH)
-        if kept == len(words):
-            return words, None
-        self.stats.skips += 1
-        return words[:kept], words[kept].start
+        """See :meth:`Unheard.before_skip`."""
+        kept, resumed = self.unheard.before_skip(words, utterance)
+        if resumed is not None:
+            self.stats.skips += 1
+        return kept, resumed
 
     def _commit(
         self, words: list[Spoken], decoded: Decoded
     ) -> tuple[list[Spoken], tuple[Spoken, str] | None]:
         """Commit ``words`` (see :meth:`Committed.add`): the speech they cover is heard."""
         out = self.committed.add(words, decoded)
-        until = self.committed.until
-        self.pending_speech = [(max(lo, until), hi) for lo, hi in self.pending_speech if hi > until]
+        self.unheard.covered(self.committed.until)
         return out
 
     def _after_final(self, utterance: Utterance, *, resumed: int | None) -> bool:
         """An utterance is decoded: its speech past the last committed word stays pending, and
         is retried at once where no later decode would hear it, or where the final skipped
         speech (``resumed``: where its words went on after it). True: a retry is queued."""
-        merged = union([*self.pending_speech, *utterance.speech])  # a retry's speech is pending
-        until = self.committed.until
-        self.pending_speech = [(max(lo, until), hi) for lo, hi in merged if hi > until]
+        self.unheard.add(utterance.speech, self.committed.until)  # a retry's speech is there
         self.hypothesis = []
         # Before the trim, which gives up the speech that the next decodes cannot reach.
-        retried = self._retry_unheard(utterance, resumed=resumed)
+        retries = self.unheard.retries(
+            utterance,
+            self.history,
+            resumed=resumed,
+            next_clip=self._next_clip(),
+            max_decode=self.settings.max_decode,
+        )
+        if retries:
+            self.stats.retries += 1
+            self.waiting.extendleft(reversed(retries))
         self._trim()
-        return retried
+        return bool(retries)
 
-    def _retry_unheard(self, utterance: Utterance, *, resumed: int | None) -> bool:
-        """Decode once more, after what was committed, the speech a final left unworded.
-
-        Without timestamp tokens Whisper may end its text at a sentence end and leave what
-        follows a short pause unsaid ("...of that epoch." and not "By far,": LJ001-0058 as one
-        piece). The next decode hears that speech when its clip reaches back to it: then no
-        retry is needed (under load an extra final only adds to the queue: at 8 streams,
-        retrying every miss pushed the p95 final from 6 s to 24 s). It does not when nothing
-        follows (the end of a stream or a file), when the speech is further back than the next
-        clip's window (a file's next piece fills most of its 30 s), or past a silence that ends
-        the context (``CONTEXT_MAX_GAP``). More than ``UNHEARD_TAIL`` of speech past the last
-        word is a miss (less is the padding the VAD keeps around speech). Speech a final
-        skipped is retried whatever follows: decoded alone, up to where the final's words
-        ``resumed``, without context (``SKIP_RETRY_CONTEXT``), then the rest goes on from its
-        words. An utterance is retried once. True: a retry is queued (the utterance is not done
-        until it is decoded)."""
-        if utterance.end <= self._retried_until:
-            return False
-        unheard = [(lo, hi) for lo, hi in self.pending_speech if lo < utterance.end]
-        if sum(min(hi, utterance.end) - lo for lo, hi in unheard) <= UNHEARD_TAIL:
-            return False
-        if resumed is None and self._next_decode_hears(unheard[0][0], unheard[-1][1]):
-            return False
-        self._retried_until = utterance.end
-        self.stats.retries += 1
-        start = unheard[0][0]
-        cuts = [start, utterance.end]
-        if resumed is not None and start < resumed < utterance.end:
-            # The skipped stretch alone, then the rest, which goes on from its words.
-            cuts.insert(1, resumed)
-            self._skip_retry = start
-        for lo, hi in reversed(list(itertools.pairwise(cuts))):
-            speech = tuple((max(a, lo), min(b, hi)) for a, b in unheard if a < hi and b > lo)
-            self.waiting.appendleft(Utterance(lo, self.history.slice(lo, hi), speech))
-        return True
-
-    def _next_decode_hears(self, lo: int, hi: int) -> bool:
-        """Will the next decode's clip hold the speech from ``lo`` to ``hi``? It reaches back
-        over the words before it, within its window, and not across ``CONTEXT_MAX_GAP``."""
+    def _next_clip(self) -> tuple[int, int] | None:
+        """The span of the next decode's new speech, if any is known."""
         if self.waiting:
-            start, end = self.waiting[0].start, self.waiting[0].end
-        elif self.segmenter.open_start is not None:
-            start, end = self.segmenter.open_start, self.segmenter.received
-        else:
-            return False
-        return start - hi <= CONTEXT_MAX_GAP and lo - CONTEXT_LEAD >= end - self.settings.max_decode
+            return self.waiting[0].start, self.waiting[0].end
+        if self.segmenter.open_start is not None:
+            return self.segmenter.open_start, self.segmenter.received
+        return None
 
     def _trim(self) -> None:
         """Keep the audio a decode may still need: the context window before the oldest
@@ -626,9 +551,8 @@ class Track:
             starts.append(self.segmenter.open_start)
         floor = min(ends) - self.settings.max_decode
         self.committed.forget_before(floor)
-        # Speech no decode could reach any more is given up (a decode heard no words in it).
-        self.pending_speech = [(max(lo, floor), hi) for lo, hi in self.pending_speech if hi > floor]
-        starts += [lo for lo, _ in self.pending_speech]
+        self.unheard.give_up_before(floor)
+        starts += [lo for lo, _ in self.unheard.ranges]
         # Without context, only what the segmenter still holds can start an utterance.
         keep_from = floor if self.committed.words else self.segmenter.received - self.segmenter.buffered
         self.history.trim(min([keep_from, *starts]))

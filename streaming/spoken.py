@@ -68,9 +68,16 @@ def unended(word: Spoken) -> str:
     clip stopped. Forced on the decoder, that stop made every comma's pause a sentence end: the
     next words came capitalised and read as a new sentence ("concerned. Divers from", "purpose.
     Maybe considered" for "concerned, differs from", "purpose, may be considered"). Without
-    it, the model hears whether the sentence goes on or a new one begins."""
+    it, the model hears whether the sentence goes on or a new one begins. The same for the
+    ellipsis it writes where a partial's clip cut a sentence ("natural there for... that the
+    forms", "Schussler... is remarkably" in a final)."""
     text = word.raw
-    if word.last and text.endswith(".") and not text.endswith("..") and ends_sentence(text):
+    if not word.last:
+        return text
+    if text.endswith(("..", "\u2026")):
+        trailed = text.rstrip(".\u2026")
+        return trailed if has_word(trailed) else text
+    if text.endswith(".") and ends_sentence(text):
         return text[:-1]
     return text
 

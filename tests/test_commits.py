@@ -481,23 +481,29 @@ def test_decodes_carry_at_most_max_context_and_partials_fit_their_window() -> No
 
 class StopAtTheEndEngine(ScriptedEngine):
     """Ends every decode's text with a full stop, as Whisper does where its clip stops, be it at
-    the end of a sentence or at a comma's pause."""
+    the end of a sentence or at a comma's pause (or with ``end``: "..." where a partial's clip
+    cut a sentence)."""
+
+    def __init__(self, end: str = ".") -> None:
+        super().__init__()
+        self.end = end
 
     def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
         decoded = super().transcribe(clip, options)
         if not decoded.words:
             return decoded
         *rest, last = decoded.words
-        words = (*rest, DecodedWord(last.text + ".", last.start, last.end, last.probability))
+        words = (*rest, DecodedWord(last.text + self.end, last.start, last.end, last.probability))
         return Decoded("".join(w.text for w in words).strip(), words, "en", decoded.seconds)
 
 
-def test_a_stop_written_where_a_clip_ended_is_not_forced_on_the_next_decode() -> None:
+@pytest.mark.parametrize("end", [".", "...", "\u2026"])
+def test_a_stop_written_where_a_clip_ended_is_not_forced_on_the_next_decode(end: str) -> None:
     h = Harness(partial_interval=0)
-    h.engine = StopAtTheEndEngine()
+    h.engine = StopAtTheEndEngine(end)
     h.audio(np.concatenate([talk(220, word=0.8), silence(0.5), talk(330, word=0.8), silence(0.6)]))
     # Sent as the model wrote it (words are final when sent)...
-    assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1.", "f330.0", "f330.1."]
+    assert [w for w, _, _ in committed(h)] == ["f220.0", f"f220.1{end}", "f330.0", f"f330.1{end}"]
     # ...but the next decode hears for itself whether the sentence goes on: forced on it, the
     # stop made every comma's pause a sentence end, and the words after it a new sentence.
     assert h.engine.clips[-1].prefix == "f220.0 f220.1"
@@ -508,8 +514,8 @@ class MarkAfterThePrefixEngine(StopAtTheEndEngine):
     hears what follows: "," where the sentence goes on, "." where it ended (a greedy partial
     may go on in lower case even so)."""
 
-    def __init__(self, mark: str, *, capital: bool = False) -> None:
-        super().__init__()
+    def __init__(self, mark: str, *, capital: bool = False, end: str = ".") -> None:
+        super().__init__(end)
         self.mark = mark
         self.capital = capital  # the first word after the prefix begins with a capital
 
@@ -525,17 +531,18 @@ class MarkAfterThePrefixEngine(StopAtTheEndEngine):
         return replace(decoded, text=f"{self.mark} {text}", words=words)
 
 
-def test_the_final_ends_a_word_as_the_decode_that_heard_what_follows_it_does() -> None:
+@pytest.mark.parametrize(("end", "mark"), [(".", ","), ("...", ""), ("...", ",")])
+def test_the_final_ends_a_word_as_the_decode_that_heard_what_follows_it_does(end: str, mark: str) -> None:
     h = Harness(partial_interval=0)
-    h.engine = MarkAfterThePrefixEngine(",")
+    h.engine = MarkAfterThePrefixEngine(mark, end=end)
     h.audio(np.concatenate([talk(220, word=0.8), silence(0.5), talk(330, word=0.8), silence(0.6)]))
     h.text({"type": "end"})
     sent = [m["segment"]["text"] for m in h.of_type("segment")]  # type: ignore[typeddict-item]
-    assert sent == ["f220.0 f220.1.", "f330.0 f330.1."]  # words are final when sent
+    assert sent == [f"f220.0 f220.1{end}", f"f330.0 f330.1{end}"]  # words are final when sent
     [final] = h.of_type("final")
-    assert final["transcription"] == "f220.0 f220.1, f330.0 f330.1."  # type: ignore[typeddict-item]
+    assert final["transcription"] == f"f220.0 f220.1{mark} f330.0 f330.1{end}"  # type: ignore[typeddict-item]
     words = final["response"]["word_segments"]  # type: ignore[typeddict-item]
-    assert [w["word"] for w in words] == ["f220.0", "f220.1,", "f330.0", "f330.1."]
+    assert [w["word"] for w in words] == ["f220.0", f"f220.1{mark}", "f330.0", f"f330.1{end}"]
 
 
 def test_words_after_the_model_s_own_full_stop_begin_a_sentence() -> None:

@@ -84,16 +84,12 @@ class Committed:
     def add(self, words: list[Spoken], decoded: Decoded) -> tuple[list[Spoken], tuple[Spoken, str] | None]:
         """Commit ``words``, of ``decoded``: they are returned as committed (none starting
         before the last), with the word before them as this decode ends it, if that differs
-        from how it was sent (the context holds it so from now on)."""
+        from how it was sent."""
         amended = None
         if words:
             amended, capital = self._ending(decoded, words[0])
             if capital:
                 words = [capitalised(words[0]), *words[1:]]
-        if amended is not None and self.words and self.words[-1] is amended[0]:
-            # Later decodes carry the word as the final has it: with its stop, the words after
-            # it were a new sentence again ("Americans. ask not" forced for "Americans ask not").
-            self.words[-1] = replace(amended[0], raw=amended[1], last=False)
         out = []
         for w in words:
             start = max(w.start, self.until)

@@ -545,19 +545,6 @@ def test_the_final_ends_a_word_as_the_decode_that_heard_what_follows_it_does(end
     assert [w["word"] for w in words] == ["f220.0", f"f220.1{mark}", "f330.0", f"f330.1{end}"]
 
 
-def test_later_decodes_carry_a_word_as_the_final_ends_it() -> None:
-    """Once the next decode ended a word with a comma, the decodes after carry the comma in
-    their prefix, not the stop the word was sent with: forced on them, the stop made the words
-    after it a new sentence again ("Americans. ask not" for "Americans ask not")."""
-    h = Harness(partial_interval=0)
-    h.engine = MarkAfterThePrefixEngine(",")
-    pause = silence(0.5)
-    h.audio(
-        np.concatenate([talk(220, word=0.8), pause, talk(330, word=0.8), pause, talk(440, word=0.8), pause])
-    )
-    assert h.engine.clips[-1].prefix == "f220.0 f220.1, f330.0 f330.1"
-
-
 def test_words_after_the_model_s_own_full_stop_begin_a_sentence() -> None:
     h = Harness(partial_interval=0)
     h.engine = MarkAfterThePrefixEngine(".")

@@ -151,6 +151,24 @@ def offline_wer(model: str, text: str, recording: Recording) -> tuple[float, flo
     return wer(text, hypothesis), time.perf_counter() - started, hypothesis
 
 
+def punctuation(text: str) -> dict[str, int]:
+    """How a transcript is punctuated, beside offline's: its sentences, the longest of them in
+    words, and its commas. A stream that ends sentences where offline writes a comma has more
+    sentences; one whose prefix lost its marks runs them together (a longest sentence of 174
+    words against offline's 65, in a change that was reverted: docs/benchmarks.md)."""
+    lengths = [0]
+    for word in text.split():
+        lengths[-1] += 1
+        if ends_sentence(word):
+            lengths.append(0)
+    sentences = [n for n in lengths if n]
+    return {
+        "sentences": len(sentences),
+        "longest_sentence": max(sentences, default=0),
+        "commas": sum(word.endswith((",", ";", ":")) for word in text.split()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--speed", type=float, default=1.0, help="pacing: 1.0 is real time")
@@ -210,6 +228,10 @@ def main() -> None:
     report["offline_wer"], report["offline_seconds"], report["offline_transcription"] = offline_wer(
         args.model, entry["text"], recording
     )
+    report["punctuation"] = {
+        "stream": punctuation(final["transcription"]),
+        "offline": punctuation(report["offline_transcription"]),
+    }
     report["transcription"] = final["transcription"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

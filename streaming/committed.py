@@ -53,10 +53,10 @@ class Committed:
             return []
         return context
 
-    def loops(self, context: list[Spoken]) -> bool:
-        """Does ``context`` say the same words over and over? Then every committed word is
-        forgotten as context: a loop in the prefix feeds itself."""
-        if not context or not repeats_itself(prefix_of(context)):
+    def loops(self, prefix: str) -> bool:
+        """Does a decode's ``prefix`` say the same words over and over? Then every committed
+        word is forgotten as context: a loop in the prefix feeds itself."""
+        if not repeats_itself(prefix):
             return False
         self.words.clear()
         return True

@@ -370,16 +370,17 @@ class Track:
         floor = max(window, self.history.start)
         reach = max(new_start, self.committed.until) - max_context
         context = self.committed.context(window, floor, reach, new_start)
-        if self.committed.loops(context):
+        prefix = prefix_of(context)
+        if context and self.committed.loops(prefix):
             self.stats.context_resets += 1
-            context = []
+            context, prefix = [], ""
         if context:
             start = self.committed.lead_in(context)
         else:
             unheard = self.unheard.reached_from(new_start)
             start = max(min([new_start, *unheard]), self.committed.until, floor)
         start = max(start, self.history.start)
-        return Clip(self.history.slice(start, end), prefix_of(context)), start
+        return Clip(self.history.slice(start, end), prefix), start
 
     # ------------------------------------------------------------------ results
 

@@ -225,14 +225,21 @@ class WhisperEngine:
             self._prompt(tokenizer, options, prefix)
             for tokenizer, prefix in zip(tokenizers, prefixes, strict=True)
         ]
-        results = self._generate(encoded, prompts, tokenizers[0], beam_size=options.beam_size)
-        hypotheses = [
-            self._hypothesis(t, r, 0, len(p)) for t, r, p in zip(tokenizers, results, prefixes, strict=True)
+        # Every finished hypothesis of the beam comes back (at no extra cost): where the best
+        # has no words, the next best with words may spare a second decode (``_go_on``).
+        results = self._generate(
+            encoded, prompts, tokenizers[0], beam_size=options.beam_size, num_hypotheses=options.beam_size
+        )
+        ranked = [
+            [self._hypothesis(t, r, k, len(p)) for k in range(len(r.sequences_ids))]
+            for t, r, p in zip(tokenizers, results, prefixes, strict=True)
         ]
+        hypotheses = [alternatives[0] for alternatives in ranked]
         if options.temperature_fallback:
             self._fall_back(features, tokenizers, prompts, prefixes, hypotheses)
         self._go_on(
             hypotheses,
+            ranked,
             encoded=encoded,
             features=features,
             tokenizers=tokenizers,
@@ -390,6 +397,7 @@ class WhisperEngine:
     def _go_on(
         self,
         hypotheses: list[_Hypothesis],
+        ranked: list[list[_Hypothesis]],
         *,
         encoded: Any,
         features: Any,
@@ -400,8 +408,26 @@ class WhisperEngine:
         """Decode once more, its marks forced too, an item whose new text is marks alone: the
         model ended the prefix's sentence (a prefix without the stop its clip's end had put
         there) and stopped before the speech after it ("." for a 13 s clip whose last 4 s were
-        new speech: 5 of 41 finals of the 5-minute LJ file). Forced, the mark is behind it."""
-        ended = [i for i, h in enumerate(hypotheses) if prefixes[i] and h.tokens and not has_word(h.text)]
+        new speech: 5 of 41 finals of the 5-minute LJ file). Forced, the mark is behind it.
+
+        A beam search's next best hypothesis that goes on after the same marks with words
+        (``ranked``, while the best is the search's own and not a fallback's) is taken instead
+        where it did not fail: the beam went on past the mark already, and the second decode
+        is spared (". Now..." after "." in 5 beams)."""
+        ended = []
+        for i, h in enumerate(hypotheses):
+            if not (prefixes[i] and h.tokens and not has_word(h.text)):
+                continue
+            if h is ranked[i][0]:
+                worded = [
+                    a
+                    for a in ranked[i][1:]
+                    if a.tokens[: len(h.tokens)] == h.tokens and has_word(a.text) and not self._failed(a)
+                ]
+                if worded:
+                    hypotheses[i] = worded[0]
+                    continue
+            ended.append(i)
         if not ended:
             return
         if len(ended) < len(hypotheses):  # CTranslate2 cannot take a part of the encoded batch

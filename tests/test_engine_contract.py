@@ -100,19 +100,48 @@ def test_a_clip_the_engine_cannot_take_fails_the_whole_batch(engine: Engine, cli
         engine.transcribe_batch([clips[0], stereo], FINAL)
 
 
-def test_a_prefix_the_model_only_ends_is_decoded_on_after_its_mark(
-    engine: Engine, data_dir: Path, manifest: dict[str, Any]
-) -> None:
-    """A prefix is given without the full stop the model wrote where its clip stopped. Decoding
-    0.3 s into the next sentence, greedy Whisper wrote that stop and nothing else (so the new
-    speech had no words): the engine decodes on, the mark forced too."""
+@pytest.fixture
+def into_the_next_sentence(engine: Engine, data_dir: Path, manifest: dict[str, Any]) -> Clip:
+    """A sentence of the 5-minute file as the prefix, without its full stop, and its audio
+    with 0.3 s of the next sentence."""
     if isinstance(engine, ScriptedEngine):
         pytest.skip("the scripted engine writes no marks")
     entry = manifest["long/ljspeech_5min.flac"]
     audio = decode_file((data_dir / "long/ljspeech_5min.flac").read_bytes())
     (before, start, _), (_, after, _) = entry["segments"][1], entry["segments"][2]
-    clip = Clip(audio[round((start - 0.1) * RATE) : round((after + 0.3) * RATE)], before.strip().rstrip("."))
-    [decoded] = engine.transcribe_batch([clip], replace(PARTIAL, word_timestamps=True))
+    return Clip(audio[round((start - 0.1) * RATE) : round((after + 0.3) * RATE)], before.strip().rstrip("."))
+
+
+@pytest.mark.parametrize(("kind", "model_calls"), [("greedy", 2), ("beam", 1)])
+def test_a_prefix_the_model_only_ends_is_decoded_on_after_its_mark(
+    engine: Engine, into_the_next_sentence: Clip, monkeypatch: pytest.MonkeyPatch, kind: str, model_calls: int
+) -> None:
+    """A prefix is given without the full stop the model wrote where its clip stopped. Decoding
+    0.3 s into the next sentence, Whisper's best was that stop and nothing else (so the new
+    speech had no words). Greedy, the engine decodes on, the mark forced too; a beam search
+    already holds a hypothesis that goes on after the mark, and one model call does."""
+    clip = into_the_next_sentence
+    model = engine._model  # type: ignore[attr-defined]
+    calls = _CountingModel(model.model)
+    monkeypatch.setattr(model, "model", calls)
+    options = replace(PARTIAL, word_timestamps=True) if kind == "greedy" else FINAL
+    [decoded] = engine.transcribe_batch([clip], options)
     assert decoded.prefix_mark == "."
     assert decoded.words, decoded.text
     assert decoded.words[0].text.strip()[:1].isupper()  # a new sentence, as the stop says
+    assert calls.generate_calls == model_calls
+
+
+class _CountingModel:
+    """CTranslate2's Whisper model, its ``generate`` calls counted."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.generate_calls = 0
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        self.generate_calls += 1
+        return self._inner.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

@@ -4,7 +4,7 @@ which runs them (so the scheduler never imports the session)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 from streaming.engine import Clip, Decoded, DecodeOptions
@@ -14,8 +14,9 @@ JobKind = Literal["final", "partial"]
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    """A decode the session needs: its result comes back through ``receive_result(ticket)``.
+class Due:
+    """A decode a channel wants now, as its track decides it; the session makes a
+    :class:`Job` of it.
 
     ``final`` decodes a closed utterance (or, ``speculative``, one whose trailing pause has
     begun: an eager final, thrown away if speech resumes). ``partial`` decodes the open
@@ -23,16 +24,9 @@ class Job:
     An ``urgent`` partial would commit words that reach their time bound: it goes before other
     partials but ``first`` ones and is not shed for its age (finals still go first)."""
 
-    ticket: int
     kind: JobKind
-    session_id: str
     clip: Clip
-    options: DecodeOptions
     start: int  # stream sample of clip.audio[0]
-    # Clock time since which the stream's captions show nothing newer: the last partial sent,
-    # or the end of the previous utterance. Under load, the stalest partial is decoded first.
-    stale_since: float = 0.0
-    track: int = 0  # which channel of a multichannel stream
     urgent: bool = False
     speculative: bool = False
     # A partial of an utterance none of whose words are on screen yet: under load, a new
@@ -41,6 +35,41 @@ class Job:
     # A partial of a new utterance decoded beside the previous utterance's final (on another
     # worker): its words are shown, never committed, since they lack that final's context.
     preview: bool = False
+
+    def ticketed(
+        self,
+        *,
+        ticket: int,
+        session_id: str,
+        options: DecodeOptions,
+        stale_since: float,
+        track: int,
+        voices: tuple[tuple[int, int], ...] = (),
+    ) -> Job:
+        """This decode as the session asks for it."""
+        wanted = {f.name: getattr(self, f.name) for f in fields(Due)}
+        return Job(
+            **wanted,
+            ticket=ticket,
+            session_id=session_id,
+            options=options,
+            stale_since=stale_since,
+            track=track,
+            voices=voices,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job(Due):
+    """A decode the session needs: its result comes back through ``receive_result(ticket)``."""
+
+    ticket: int
+    session_id: str
+    options: DecodeOptions
+    # Clock time since which the stream's captions show nothing newer: the last partial sent,
+    # or the end of the previous utterance. Under load, the stalest partial is decoded first.
+    stale_since: float = 0.0
+    track: int = 0  # which channel of a multichannel stream
     # Stream-sample stretches of the clip to embed as voiceprints (a diarized stream's speech
     # whose speaker is not decided yet), embedded by the worker right after the decode.
     voices: tuple[tuple[int, int], ...] = ()

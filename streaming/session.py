@@ -49,13 +49,13 @@ from streaming.errors import (
     StreamingError,
     UnexpectedMessage,
 )
-from streaming.jobs import Job
+from streaming.jobs import Due, Job
 from streaming.messages import Transcript, Word
 from streaming.sentences import Pieces, SentenceCutters, ends_sentence
 from streaming.settings import SessionSettings
 from streaming.spoken import Spoken
 from streaming.timing import Observer, Timing
-from streaming.track import Due, Outcome, Track, TrackStats
+from streaming.track import Outcome, Track, TrackStats
 from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -429,19 +429,12 @@ class Session:
             speech = utterance.speech if utterance else track.segmenter.speech_ranges()
             # A final's runs are over (an eager one's pause has begun): all of them are embedded.
             voices = self._diarizer.spans(speech, due.start, due.start + len(due.clip.audio), whole=final)
-        job = Job(
+        job = due.ticketed(
             ticket=next(self._tickets),
-            kind=due.kind,
             session_id=self.id,
-            clip=due.clip,
             options=self._options(track, partial=not final),
-            start=due.start,
             stale_since=track.shown_at,
             track=track.index,
-            urgent=due.urgent,
-            speculative=due.speculative,
-            first=due.first,
-            preview=due.preview,
             voices=voices,
         )
         track.started(job, now)

@@ -29,7 +29,7 @@ from streaming.committed import CONTEXT_LEAD, Committed, prefix_of
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.engine import Clip, Decoded
 from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
-from streaming.jobs import Job, JobKind
+from streaming.jobs import Due, Job
 from streaming.settings import TrackSettings
 from streaming.spoken import Spoken, overlaps, spoken_words
 from streaming.unheard import SKIP_RETRY_CONTEXT, UNHEARD_TAIL, Unheard
@@ -42,19 +42,6 @@ MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
 # every agreed word, 0.067 with this age; beam-5 partials 0.063 at about a fifth more compute).
 AGREE_AGE = round(0.3 * SAMPLE_RATE)
 WINDOW_SAMPLES = 512  # one VAD window
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    """A decode a track wants now (the session makes a :class:`~streaming.jobs.Job` of it)."""
-
-    kind: JobKind
-    clip: Clip
-    start: int  # stream sample of clip.audio[0]
-    urgent: bool = False  # a partial that would commit words reaching their bound
-    speculative: bool = False  # an eager final
-    first: bool = False  # a partial of an utterance none of whose words are shown yet
-    preview: bool = False  # a display-only partial beside the previous utterance's final
 
 
 @dataclass
@@ -112,7 +99,8 @@ class Track:
         self.waiting: deque[Utterance] = deque()  # closed, not yet decoding
         self.in_flight: tuple[Job, Utterance | None] | None = None
         self.preview: Job | None = None  # a display-only partial beside a final in flight
-        self._previewed_from = -1  # the open utterance a preview was decoded for
+        self._previewed_from = -1  # where the speech a preview was decoded for begins
+        self._shown_until = -1  # the end of the last clip whose decode's words were shown
         self._shown_from = -1  # the open utterance whose words are on screen (or committed)
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
         self.eager: _Eager | None = None
@@ -250,50 +238,64 @@ class Track:
         return Due("partial", clip, start, urgent=self._urgent(), first=first)
 
     def preview_job(self, *, partials: bool) -> Due | None:
-        """A display-only partial of a new utterance, due while the previous utterance's final
-        is in flight.
+        """A display-only partial of speech that a final in flight does not hear: a new
+        utterance after the previous one's final, or speech that resumed after the pause an
+        eager final was decoded for.
 
         A track decodes one clip at a time, since each goes on from what the one before
-        committed, so a new utterance's first partial would wait for that final (beam 5 and
-        alignment: 0.5 to 1 s on a small CPU), while another worker may be idle. This one is
-        decoded without the context, from the utterance's start; its words are shown and
-        never committed. One per utterance, once it is a partial interval long."""
-        segmenter, flight = self.segmenter, self.in_flight
-        open_start = segmenter.open_start
+        committed, so that speech's first partial would wait for the final (beam 5 and
+        alignment: 0.5 to 1.3 s on a small CPU), while another worker may be idle. This one is
+        decoded without the context, from where the speech began; its words are shown and
+        never committed. One per such start, once it is a partial interval long."""
+        origin = self._preview_origin()
         if (
             not partials
-            or flight is None
-            or flight[0].kind != "final"
+            or origin is None
             or self.preview is not None
-            or open_start is None
-            or open_start < flight[0].end
-            or open_start == self._previewed_from
-            or segmenter.silence_start is not None
-            or segmenter.open_samples < max(MIN_PARTIAL_GROWTH, self.settings.partial_interval * SAMPLE_RATE)
+            or origin == self._previewed_from
+            or self.segmenter.silence_start is not None
+            or self.segmenter.received - origin
+            < max(MIN_PARTIAL_GROWTH, self.settings.partial_interval * SAMPLE_RATE)
         ):
             return None
-        start = max(open_start - CONTEXT_LEAD, self.history.start)
-        clip = Clip(self.history.slice(start, segmenter.received))
+        start = max(origin - CONTEXT_LEAD, self.history.start)
+        clip = Clip(self.history.slice(start, self.segmenter.received))
         return Due("partial", clip, start, first=True, preview=True)
 
+    def _preview_origin(self) -> int | None:
+        """Where the speech that the final in flight does not hear begins, if it does."""
+        flight, open_start = self.in_flight, self.segmenter.open_start
+        if flight is None or flight[0].kind != "final" or open_start is None:
+            return None
+        if open_start >= flight[0].end:
+            return open_start
+        if not flight[0].speculative:
+            return None
+        # An eager final's pause did not end the utterance: the speech after it is new.
+        return self.segmenter.onset_after(flight[0].end)
+
     def on_preview(self, job: Job, decoded: Decoded) -> Outcome:
-        """A preview came back: its words, while none of the utterance's are shown yet and the
-        utterance is still open, are shown (not committed). A partial with the context may
-        be on its way; it will say better when it comes, and replaces them."""
+        """A preview came back: its words are shown (not committed) after the last partial's,
+        while the utterance is open and no decode with the context has shown the speech it
+        heard. That decode may be on its way; it will say better, and replaces them."""
         self.preview = None
-        open_start = self.segmenter.open_start
-        if (
-            open_start is None
-            or open_start != self._previewed_from
-            or open_start == self._shown_from
-            or self.waiting
-        ):
+        origin = self._previewed_from
+        if self.segmenter.open_start is None or self.waiting or self._shown_until > origin:
             return Outcome()
         speech = self.segmenter.speech_ranges()
-        words = [w for w in spoken_words(decoded, job.start) if overlaps(w, speech)]
-        if words:
-            self._shown_from = open_start
-        return Outcome(partial=words, partial_span=(open_start, job.end))
+        words = [
+            w
+            for w in spoken_words(decoded, job.start)
+            if overlaps(w, speech) and w.start + w.end >= 2 * origin
+        ]
+        if not words:
+            return Outcome()
+        self._shown_from = self.segmenter.open_start
+        before = [w for w in self.hypothesis if w.end <= origin]
+        return Outcome(
+            partial=[*before, *words],
+            partial_span=(self.committed.until if before else origin, job.end),
+        )
 
     def _eager_may_supersede(self) -> bool:
         flight = self.in_flight
@@ -324,7 +326,8 @@ class Track:
             self.committed.decoding(prefixed=bool(job.clip.prefix))
         if job.preview:
             self.preview = job
-            self._previewed_from = self.segmenter.open_start if self.segmenter.open_start is not None else -1
+            origin = self._preview_origin()
+            self._previewed_from = origin if origin is not None else -1
         elif job.speculative:
             self.eager = _Eager(job.ticket, self.segmenter.silence_start or 0, start=job.start)
             self.in_flight = (job, None)
@@ -390,6 +393,7 @@ class Track:
         assert self.in_flight[0].ticket == job.ticket
         _, utterance = self.in_flight
         self.in_flight = None
+        self._shown_until = max(self._shown_until, job.end)
         if job.speculative:
             eager = self.eager
             if eager is None or eager.ticket != job.ticket:

@@ -169,6 +169,12 @@ class Segmenter:
             return ()
         return self._speech(self._start, self.received)
 
+    def onset_after(self, at: int) -> int | None:
+        """Where the open utterance's first speech window at or after ``at`` begins (None: no
+        speech there yet); unlike :meth:`speech_ranges`, unpadded, so a short pause shows."""
+        threshold = self._params.threshold
+        return next((w for w, score in self._windows if w >= at and score >= threshold), None)
+
     def take_voice(self) -> list[Voice]:
         """The starts and ends of speech since the last call, in order."""
         out, self._voice = self._voice, []

@@ -381,11 +381,43 @@ def test_a_new_utterance_is_previewed_beside_the_previous_final_and_nothing_is_c
     h.pending.remove(preview)
     h.session.receive_result(preview.ticket, h.engine.transcribe(preview.clip, preview.options))
     h.pump(run_jobs=False)
-    shown = h.of_type("partial")[-1]["segment"]["text"]  # type: ignore[typeddict-item]
-    assert shown.startswith("f330.0")
+    shown = h.of_type("partial")[-1]["segment"]["text"].split()  # type: ignore[typeddict-item]
+    # After the previous utterance's words the final in flight will commit, still shown.
+    assert next(w for w in shown if not w.startswith("f220")).startswith("f330.0"), shown
     assert not [w for w, _, _ in committed(h) if w.startswith("f330")]  # shown, not committed
     h.pump()
     h.audio(np.concatenate([second[int(1.2 * RATE) :], silence(0.6)]))
+    h.text({"type": "end"})
+    assert [w for w, _, _ in committed(h)] == expected(first) + expected(second)
+
+
+def test_speech_resuming_after_an_eager_final_is_previewed_beside_it() -> None:
+    """A pause too short to end the utterance starts an eager final; speech resumes while it
+    is in flight. The resumed speech is previewed from where it resumed, shown after the
+    last partial's words, and nothing is committed twice."""
+    h = Harness(partial_interval=0.5, min_silence=0.5, max_utterance=30.0)
+    first, second = talk(220, 260, word=0.8), talk(330, 440, word=0.8)
+    gap = int(0.1 * RATE)  # talk's last gap
+    h.audio(first[:-gap])
+    h.audio(np.concatenate([first[-gap:], silence(0.2)]), run_jobs=False)  # its eager final is due
+    [eager] = [j for j in h.pending if j.speculative]
+    h.audio(second[: int(0.4 * RATE)], run_jobs=False)
+    assert not [j for j in h.pending if j.preview], "not before a partial interval of new speech"
+    h.audio(second[int(0.4 * RATE) : int(1.0 * RATE)], run_jobs=False)
+    [preview] = [j for j in h.pending if j.preview]
+    assert not preview.clip.prefix
+    assert eager.end <= preview.start + RATE // 10 < eager.end + RATE // 2  # where speech resumed
+    shown_before = h.of_type("partial")[-1]["segment"]["text"].split()  # type: ignore[typeddict-item]
+    words_before = committed(h)
+    h.pending.remove(preview)
+    h.session.receive_result(preview.ticket, h.engine.transcribe(preview.clip, preview.options))
+    h.pump(run_jobs=False)
+    shown = h.of_type("partial")[-1]["segment"]["text"].split()  # type: ignore[typeddict-item]
+    assert shown[: len(shown_before)] == shown_before, shown
+    assert len(shown) > len(shown_before), shown
+    assert committed(h) == words_before  # shown, not committed
+    h.pump()
+    h.audio(np.concatenate([second[int(1.0 * RATE) :], silence(0.8)]))
     h.text({"type": "end"})
     assert [w for w, _, _ in committed(h)] == expected(first) + expected(second)
 

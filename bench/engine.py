@@ -4,7 +4,7 @@
     python -m bench.engine windows [--model tiny.en]    # WER and time per encoder window
     python -m bench.engine workers [--model tiny.en]    # 1 worker of 2 threads vs 2 of 1
     python -m bench.engine vad                          # the VAD's cost per window and stream
-    python -m bench.engine context [--model tiny.en]    # a partial's cost per context and window
+    python -m bench.engine context [--model tiny.en]    # a decode's cost per context and window
     python -m bench.engine cut-partials [--model tiny.en]  # WER of clips cut mid-speech per window
 
 ``steps`` decodes the first 16 reference utterances of the 5-minute LJ Speech file (cut at
@@ -14,11 +14,11 @@ fallback, word alignment), and splits each call into features, encoder, decoder 
 sets, up to 14 s) with each encoder window and scores them. ``workers`` compares one model
 worker of two threads with two workers of one thread each, both decoding the same utterances.
 ``context`` decodes 2 s of each of 20 utterances of the 5-minute file as a stream's partial
-does, after 0 to 13 s of the reference utterances before it as context (their text the forced
-prefix), in a 15 s and a 10 s window, split by step. ``cut-partials`` cuts clips that no
-setting was tuned on (``read``, and ``ljspeech`` from LJ001-0091, with silver word timings) at
-random points mid-speech, decodes them as partials (greedy) with each window, and scores the
-words the cut left whole.
+does (in a 15 s and a 10 s window) and as its final does (beam 5, 15 s), after 0 to 13 s of the
+reference utterances before it as context (their text the forced prefix), split by step.
+``cut-partials`` cuts clips that no setting was tuned on (``read``, and ``ljspeech`` from
+LJ001-0091, with silver word timings) at random points mid-speech, decodes them as partials
+(greedy) with each window, and scores the words the cut left whole.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from bench.latency import DATA, FILE
 from clients.stream import read_audio
 from streaming.audio import Samples, decode_file
 from streaming.config import Config
-from streaming.engine import Clip, DecodeOptions, WhisperEngine
+from streaming.engine import Clip, DecodeOptions
 from streaming.models import resolve_model
+from streaming.whisper import WhisperEngine
 from tests.fakes import FINAL, PARTIAL
 from tests.wer import wer
 
@@ -271,23 +272,25 @@ def context(model: str) -> None:
         return out
 
     whisper.transcribe_batch(clips(0)[:1], options)  # warm up
+    runs = [("partial", options, window) for window in (15.0, 10.0)] + [("final", FINAL, 15.0)]
     for seconds in (0, 4, 8, 13):
         batch = clips(seconds)
-        for window in (15.0, 10.0):
+        for kind, kind_options, window in runs:
             timer.seconds.clear()
             started = time.perf_counter()
             for clip in batch:
-                whisper.transcribe_batch([clip], dataclasses.replace(options, encoder_window=window))
+                whisper.transcribe_batch([clip], dataclasses.replace(kind_options, encoder_window=window))
             total = time.perf_counter() - started
             parts = {k: round(v / len(batch) * 1000) for k, v in timer.seconds.items()}
             mean_clip = sum(len(c.audio) for c in batch) / len(batch) / 16000
             print(
                 json.dumps(
                     {
+                        "kind": kind,
                         "context_s": seconds,
                         "window_s": window,
                         "mean_clip_s": round(mean_clip, 1),
-                        "ms_per_partial": round(total / len(batch) * 1000),
+                        "ms_per_decode": round(total / len(batch) * 1000),
                         **parts,
                     }
                 )

@@ -28,7 +28,6 @@ from streaming import files, streams
 from streaming.auth import ErrorShape, Gate, GateMiddleware, read_key_file
 from streaming.clock import Clock, MonotonicClock
 from streaming.config import Config
-from streaming.engine import resolve_device
 from streaming.errors import NotReady
 from streaming.metrics import CONTENT_TYPE
 from streaming.scheduler import Scheduler
@@ -44,6 +43,7 @@ from streaming.services import (
 )
 from streaming.settings import SessionSettings
 from streaming.vad import SileroVad
+from streaming.whisper import resolve_device
 
 logger = logging.getLogger(__name__)
 

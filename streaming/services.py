@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket
 from streaming.auth import Gate
 from streaming.clock import Clock
 from streaming.config import Config, StreamConfig
-from streaming.engine import Engine, Thresholds, WhisperEngine
+from streaming.engine import Engine, Thresholds
 from streaming.errors import ServerFull, ShuttingDown, SpeakerModelMissing, StreamingError
 from streaming.metrics import Metrics
 from streaming.models import resolve_model
@@ -28,6 +28,7 @@ from streaming.settings import SessionSettings
 from streaming.transport import StreamConnection, refuse
 from streaming.vad import Scorer, Segmenter, VadParams
 from streaming.voices import VoiceEncoder
+from streaming.whisper import WhisperEngine
 
 logger = logging.getLogger(__name__)
 MODEL_LOADING = "the model is still loading; retry in a few seconds"

@@ -112,6 +112,13 @@ class Config:
         "window; the model reads a prefix token by token, at about the cost of decoding as many "
         "new words: 4 halves the time to a final at some cost in accuracy (docs/benchmarks.md)",
     )
+    load_context: float = _opt(
+        4.0,
+        "seconds of context (as max_context) a stream's decode carries while the model workers "
+        "are behind (finals waited 0.25 s or more on average over the last 5 s): cheaper "
+        "decodes, at some accuracy, so that more streams keep up (docs/benchmarks.md); set it "
+        "to max_context to keep the whole context under load",
+    )
     partial_encoder_window: float = _opt(
         15.0,
         "seconds of audio the encoder sees for a partial; its clip (committed context and the open "
@@ -228,6 +235,7 @@ class Config:
             (self.workers >= 0, "workers must be >= 0"),
             (10.0 <= self.encoder_window <= 30.0, "encoder_window must be in [10, 30] seconds"),
             (self.max_context >= 0, "max_context must be >= 0"),
+            (self.load_context >= 0, "load_context must be >= 0"),
             (
                 10.0 <= self.partial_encoder_window <= self.encoder_window,
                 "partial_encoder_window must be in [10, encoder_window] seconds",

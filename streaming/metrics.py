@@ -142,6 +142,12 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.lean = Counter(
+            "streaming_lean_decodes",
+            "decodes of closed streams that carried load_context of context rather than "
+            "max_context, the model workers being behind",
+            registry=self.registry,
+        )
         self.closed = Counter(
             "streaming_closed",
             "streams ended, by websocket close code and error code ('' when none)",
@@ -192,9 +198,10 @@ class Metrics:
     def first_partial_latency(self, seconds: float) -> None:
         self._first_partial.observe(seconds)
 
-    def stream_closed(self, eager_used: int, eager_discarded: int) -> None:
+    def stream_closed(self, eager_used: int, eager_discarded: int, lean: int = 0) -> None:
         self._eager["used"] += eager_used
         self._eager["discarded"] += eager_discarded
+        self.lean.inc(lean)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

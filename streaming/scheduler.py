@@ -25,7 +25,9 @@
   utterance) are a luxury: one that arrives while anything waits is shed at once, and counted
   (``eager_shed``); the session then decodes the utterance when it closes;
 - bounded: at most ``max_finals`` finals wait (more is :class:`Overloaded`), at most one
-  partial per session.
+  partial per session;
+- it says when the workers are behind (:meth:`DecodeQueue.behind`: finals have been waiting),
+  so that sessions can ask for cheaper decodes.
 
 :class:`Scheduler` runs the queue on ``workers`` threads that alone call the engine (on a CPU,
 two workers of one thread each decode about a fifth more than one worker of two threads:
@@ -58,6 +60,12 @@ from streaming.jobs import Job, with_voiceprints
 from streaming.voices import Embedder
 
 logger = logging.getLogger(__name__)
+
+# The workers are behind while finals waited this long on average (those taken over the last
+# LOAD_WINDOW seconds, and those waiting): at one stream a final waits for nothing, at the
+# capacity limit for about a decode. Sessions then decode with less context (``load_context``).
+BEHIND_WAIT = 0.25
+LOAD_WINDOW = 5.0
 
 # A partial's future resolves to None when it was superseded or shed.
 PartialResult = Decoded | None
@@ -113,6 +121,7 @@ class DecodeQueue(Generic[T]):
         self.partial_max_age = partial_max_age
         self._finals: deque[Waiting[T]] = deque()
         self._partials: OrderedDict[tuple[str, int, bool], Waiting[T]] = OrderedDict()
+        self._final_waits: deque[tuple[float, float]] = deque()  # (taken at, waited), recent
         self.stats = SchedulerStats()
 
     def __len__(self) -> int:
@@ -142,8 +151,10 @@ class DecodeQueue(Generic[T]):
     def take(self, now: float) -> tuple[list[Waiting[T]], list[T]]:
         """The next batch (empty when nothing waits) and the tokens of the partials shed."""
         shed = self._shed(now)
+        self._forget_waits(now)
         if self._finals:
             batch = _take_alike(self._finals, self.batch_size)
+            self._final_waits.extend((now, now - w.submitted) for w in batch)
         else:
             queue = deque(sorted(self._partials.values(), key=_partial_rank))
             batch = _take_alike(queue, self.partial_batch_size)
@@ -151,6 +162,17 @@ class DecodeQueue(Generic[T]):
                 del self._partials[waiting.job.stream_key]
         self._count()
         return batch, shed
+
+    def behind(self, now: float) -> bool:
+        """Are the workers behind? Finals waited ``BEHIND_WAIT`` or more on average, those
+        taken in the last ``LOAD_WINDOW`` seconds and those still waiting."""
+        self._forget_waits(now)
+        waits = [waited for _, waited in self._final_waits] + [now - w.submitted for w in self._finals]
+        return bool(waits) and sum(waits) / len(waits) >= BEHIND_WAIT
+
+    def _forget_waits(self, now: float) -> None:
+        while self._final_waits and now - self._final_waits[0][0] > LOAD_WINDOW:
+            self._final_waits.popleft()
 
     def clear(self) -> list[T]:
         tokens = [w.token for w in (*self._finals, *self._partials.values())]
@@ -264,6 +286,11 @@ class Scheduler:
             waiting = self._queue.clear()
         for future in waiting:
             self._settle(future, SchedulerStopped("the server is shutting down"))
+
+    def behind(self) -> bool:
+        """See :meth:`DecodeQueue.behind`."""
+        with self._cond:
+            return self._queue.behind(self._clock.now())
 
     def submit(self, job: Job) -> Future:
         """Queue a decode; the future resolves on the event loop that started the scheduler."""

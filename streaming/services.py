@@ -126,6 +126,7 @@ class Services:
             clock=self.clock,
             # A whole file's latencies are not a stream's: they stay out of the histograms.
             observer=None if whole_file else self.metrics,
+            behind=self.scheduler.behind if self.scheduler is not None else None,
         )
 
     async def refuse(self, websocket: WebSocket, exc: StreamingError, how: Refusal = refuse) -> None:

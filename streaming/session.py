@@ -23,13 +23,11 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from enum import Enum
-from typing import Any
 
 import numpy as np
 
-from streaming import events, messages, onsets
+from streaming import events, messages
 from streaming.audio import Samples, StreamDecoder
 from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
@@ -53,7 +51,6 @@ from streaming.jobs import Due, Job
 from streaming.messages import Transcript, Word
 from streaming.sentences import Pieces, SentenceCutters, ends_sentence
 from streaming.settings import SessionSettings
-from streaming.spoken import Spoken
 from streaming.timing import Observer, Timing
 from streaming.track import Outcome, Track, TrackStats
 from streaming.vad import Segmenter
@@ -79,8 +76,11 @@ class Session:
         new_segmenter: Callable[[], Segmenter],
         clock: Clock,
         observer: Observer | None = None,
+        behind: Callable[[], bool] | None = None,
     ) -> None:
         self.id = session_id
+        # Are the model workers behind? Then decodes carry less context (``load_context``).
+        self._behind = behind or (lambda: False)
         self.stream = stream
         self.settings = settings
         self.phase = Phase.OPEN
@@ -114,7 +114,7 @@ class Session:
         self._timing = Timing(observer)  # latencies and audio received, for the metrics
         self._max_samples = round(settings.max_session_seconds * SAMPLE_RATE)
         self._max_buffered = round(settings.max_buffered_seconds * SAMPLE_RATE)
-        self._outbox.append(events.Ready(session_id, self._effective_config()))
+        self._outbox.append(events.Ready(session_id, settings.effective(stream)))
 
     # ------------------------------------------------------------------ inputs
 
@@ -412,11 +412,12 @@ class Session:
             return
         now = self._clock.now()
         partials = self.phase is Phase.OPEN and self._wants_partials()
+        lean = self._behind()
         for track in self._tracks:
             preview = track.preview_job(partials=partials)
             if preview is not None:
                 self._start(track, preview, now)
-            due = track.next_job(now, partials=partials)
+            due = track.next_job(now, partials=partials, lean=lean)
             if due is not None:
                 self._start(track, due, now)
         self._maybe_final()
@@ -451,7 +452,7 @@ class Session:
             if piece is not None and not ends_sentence(text):
                 self._sentences.of(piece.speaker).goes_on()
         if outcome.committed:
-            words = [self._word(track, w) for w in outcome.committed]
+            words = [w.placed(track.history, self._word_lag) for w in outcome.committed]
             if self._diarizer is None:
                 self._send(track, [(track.speaker, words)])
             else:
@@ -468,20 +469,6 @@ class Session:
             )
             track.shown_at = self._clock.now()
         self._take_events(track)  # an utterance done comes after its words
-
-    def _word(self, track: Track, spoken: Spoken) -> Word:
-        """A committed word as sent: its timing less the model's alignment lag, its edges at
-        pauses where the audio's energy puts them (:mod:`streaming.onsets`). The commit rule
-        works on the timings as aligned, which its thresholds were measured on."""
-        word = spoken.word(self._word_lag)
-        lo = max(word.start - onsets.REACH, 0)
-        audio = track.history.slice(lo, spoken.end + onsets.REACH)
-        if lo < track.history.start or len(audio) < spoken.end - lo:
-            # The channel no longer holds the word's audio (a decode that committed it also let
-            # it go: no context was left to keep it): the aligned timing stands.
-            return word
-        start, end = onsets.edges(audio, spoken.start - lo, spoken.end - lo, self._word_lag)
-        return replace(word, start=lo + start, end=lo + end)
 
     def _take_events(self, track: Track) -> None:
         """The channel's voice activity and utterances done, for the client (and the diarizer,
@@ -559,19 +546,3 @@ class Session:
         self.phase = Phase.CLOSED
         self.close_code = self.error.close_code if self.error else 1000
         self._jobs.clear()
-
-    def _effective_config(self) -> dict[str, Any]:
-        stream, settings = self.stream, self.settings
-        return {
-            "model": settings.model,
-            "encoding": stream.encoding,
-            "sample_rate": stream.sample_rate,
-            "channels": stream.channels,
-            "multichannel": stream.multichannel,
-            "speakers": list(stream.speaker_labels) if stream.multichannel else [],
-            "language": stream.language or "auto",
-            "task": stream.task,
-            "interim_results": stream.interim_results and settings.partial_interval > 0,
-            "diarize": stream.diarize,
-            "limits": settings.limits(),
-        }

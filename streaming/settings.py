@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
-from streaming.config import Config
+from streaming.config import Config, StreamConfig
 from streaming.engine import FRAMES_PER_SECOND, MAX_FRAMES, WINDOW_MARGIN_FRAMES
 
 # The encoder window holds a clip and this much room after it.
@@ -20,6 +21,7 @@ class TrackSettings:
     max_decode: int  # samples: the longest clip that fits the encoder window with its margin
     max_partial: int  # the same for a partial's (smaller) window
     max_context: int  # samples of committed speech a decode may carry before the new speech
+    load_context: int  # the same while the model workers are behind
     commit_bound: float  # seconds a spoken word may wait for its commit
     partial_interval: float  # seconds between partials; 0: none
     eager_finals: bool
@@ -50,6 +52,7 @@ class SessionSettings:
     encoder_window: float
     partial_encoder_window: float
     max_context: float
+    load_context: float
     commit_bound: float
     eager_finals: bool
     sentence_pause: float
@@ -72,6 +75,7 @@ class SessionSettings:
             encoder_window=config.encoder_window,
             partial_encoder_window=config.partial_encoder_window,
             max_context=config.max_context,
+            load_context=config.load_context,
             commit_bound=config.commit_bound,
             eager_finals=config.eager_finals,
             sentence_pause=config.sentence_pause,
@@ -89,9 +93,26 @@ class SessionSettings:
             max_buffered_seconds=config.max_session_seconds,
             encoder_window=MAX_FRAMES / FRAMES_PER_SECOND,
             max_context=MAX_FRAMES / FRAMES_PER_SECOND,
+            load_context=MAX_FRAMES / FRAMES_PER_SECOND,  # its words are worth the wait
             partial_interval=0.0,  # nobody watches a file's words arrive
             eager_finals=False,
         )
+
+    def effective(self, stream: StreamConfig) -> dict[str, Any]:
+        """What a stream runs with, as its ``ready`` message says."""
+        return {
+            "model": self.model,
+            "encoding": stream.encoding,
+            "sample_rate": stream.sample_rate,
+            "channels": stream.channels,
+            "multichannel": stream.multichannel,
+            "speakers": list(stream.speaker_labels) if stream.multichannel else [],
+            "language": stream.language or "auto",
+            "task": stream.task,
+            "interim_results": stream.interim_results and self.partial_interval > 0,
+            "diarize": stream.diarize,
+            "limits": self.limits(),
+        }
 
     def limits(self) -> dict[str, float]:
         """The limits a stream runs under, as ``ready`` and ``GET /v1/info`` show them."""
@@ -108,6 +129,7 @@ class SessionSettings:
             max_decode=round((self.encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
             max_partial=round((self.partial_encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
             max_context=round(self.max_context * SAMPLE_RATE),
+            load_context=round(min(self.load_context, self.max_context) * SAMPLE_RATE),
             commit_bound=self.commit_bound,
             partial_interval=self.partial_interval,
             eager_finals=self.eager_finals,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from streaming import onsets
+from streaming.audio import History
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.engine import Decoded, has_word
 from streaming.messages import Word
@@ -43,6 +45,19 @@ class Spoken:
             probability=self.probability,
             glued=not self.raw[:1].isspace(),
         )
+
+    def placed(self, history: History, lag: int) -> Word:
+        """The word as sent (:meth:`word`), its edges at pauses where the audio's energy puts
+        them (:mod:`streaming.onsets`), read from its channel's ``history``."""
+        word = self.word(lag)
+        lo = max(word.start - onsets.REACH, 0)
+        audio = history.slice(lo, self.end + onsets.REACH)
+        if lo < history.start or len(audio) < self.end - lo:
+            # The channel no longer holds the word's audio (a decode that committed it also let
+            # it go: no context was left to keep it): the aligned timing stands.
+            return word
+        start, end = onsets.edges(audio, self.start - lo, self.end - lo, lag)
+        return replace(word, start=lo + start, end=lo + end)
 
 
 def spoken_words(decoded: Decoded, start: int) -> list[Spoken]:

@@ -248,4 +248,8 @@ async def serve(
         if kept is not None:
             found.ended.add(session.id, kept)
         stats = session.track_stats
-        found.metrics.stream_closed(sum(t.eager_used for t in stats), sum(t.eager_discarded for t in stats))
+        found.metrics.stream_closed(
+            sum(t.eager_used for t in stats),
+            sum(t.eager_discarded for t in stats),
+            sum(t.lean for t in stats),
+        )

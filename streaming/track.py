@@ -78,6 +78,7 @@ class TrackStats:
     repeats_dropped: int = 0  # words that said the context, or their decode, again
     retries: int = 0  # finals decoded again for the speech they left unworded
     skips: int = 0  # finals that passed over speech between their words (then retried)
+    lean: int = 0  # decodes that carried less context, the model workers being behind
 
 
 class Track:
@@ -196,8 +197,19 @@ class Track:
 
     # ------------------------------------------------------------------ what to decode
 
-    def next_job(self, now: float, *, partials: bool) -> Due | None:
-        """The decode due now, if any."""
+    def next_job(self, now: float, *, partials: bool, lean: bool = False) -> Due | None:
+        """The decode due now, if any; ``lean`` while the model workers are behind: it carries
+        at most ``load_context`` of context, which costs the decoder less (the prefix is forced
+        token by token), so that more streams keep up."""
+        due = self._next_job(now, partials=partials, lean=lean)
+        if due is not None and lean and self.settings.load_context < self.settings.max_context:
+            self.stats.lean += 1
+        return due
+
+    def _context(self, lean: bool) -> int:
+        return self.settings.load_context if lean else self.settings.max_context
+
+    def _next_job(self, now: float, *, partials: bool, lean: bool) -> Due | None:
         if self._eager_may_supersede():
             # The pause's eager final hears everything the partial in flight does, and more:
             # its result is what matters now, and the partial's will be ignored.
@@ -210,7 +222,7 @@ class Track:
         if self.waiting:
             closed = self.waiting[0]
             retry = closed.start == self.unheard.skip_retry
-            context = SKIP_RETRY_CONTEXT if retry else self.settings.max_context
+            context = SKIP_RETRY_CONTEXT if retry else self._context(lean)
             clip, start = self._clip(closed.end, closed.start, self.settings.max_decode, context)
             return Due("final", clip, start)
         segmenter = self.segmenter
@@ -222,7 +234,7 @@ class Track:
             wanted = self.settings.eager_finals and segmenter.silence_start != self._eager_lost
             if wanted and eager is None and self._uncommitted_speech():
                 clip, start = self._clip(
-                    segmenter.received, open_start, self.settings.max_decode, self.settings.max_context
+                    segmenter.received, open_start, self.settings.max_decode, self._context(lean)
                 )
                 return Due("final", clip, start, speculative=True)
             return None
@@ -230,9 +242,7 @@ class Track:
             return None
         if now < self.last_partial_at + self.settings.partial_interval:
             return None
-        clip, start = self._clip(
-            segmenter.received, open_start, self._partial_length(), self.settings.max_context
-        )
+        clip, start = self._clip(segmenter.received, open_start, self._partial_length(), self._context(lean))
         # A preview of the utterance on its way shows the first words already.
         first = open_start != self._shown_from and self.preview is None
         return Due("partial", clip, start, urgent=self._urgent(), first=first)

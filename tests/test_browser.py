@@ -18,7 +18,7 @@ from clients.stream import read_audio
 from tests.conftest import RunningServer, running_server
 from tests.proxy import proxy_thread
 from tests.schema import validate_hosted
-from tests.wer import wer
+from tests.wer import missed, wer
 
 pytestmark = pytest.mark.model
 
@@ -26,6 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CLIP = "read/jfk.flac"
 CAPTION_WER_BOUND = 0.2  # the same clip streamed by the Python client scores about 0.05
+RESUMED_WER_BOUND = 0.25  # the same, cut twice and resent (see the test)
 SRT_CUE = re.compile(r"^\d+\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n.+(\n.+)?$")
 VTT_CUE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\n.+(\n.+)?$")
 
@@ -281,5 +282,10 @@ def test_a_dropped_connection_resumes_by_itself_and_loses_nothing(
         assert session in statuses  # the same session went on after each cut
         assert page.locator("#alert").is_hidden()
         text = captions_text(page)
-        assert wer(manifest[CLIP]["text"], text) <= CAPTION_WER_BOUND, text
+        # Nothing lost: at most one word of the 22 left out. The words themselves vary more
+        # than through the Python client: under CPU load the page's microphone (48 kHz, resampled
+        # in its worklet, resent after each cut) came back as "American. asked not... what you
+        # are country" (WER 0.23, no word lost) in 2 of 4 runs, with the code of stop 25 as well.
+        assert missed(manifest[CLIP]["text"], text) <= 1 / 22, text
+        assert wer(manifest[CLIP]["text"], text) <= RESUMED_WER_BOUND, text
         page.context.close()

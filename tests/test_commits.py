@@ -511,6 +511,35 @@ def test_decodes_carry_at_most_max_context_and_partials_fit_their_window() -> No
     assert 0 < longest[1.5] <= 4 < longest[14.0], longest
 
 
+def test_while_the_workers_are_behind_decodes_carry_load_context_and_lose_nothing() -> None:
+    """The scheduler says the workers are behind: the decodes asked for meanwhile carry at most
+    ``load_context`` of context (cheaper, the prefix being forced token by token), counted;
+    once it says they caught up, the whole ``max_context`` again."""
+    speech = talk(*range(200, 1400, 100), word=0.8)  # 10.8 s without a pause
+    audio = np.concatenate([speech, silence(0.8), talk(1500, 1600, word=0.8), silence(1.0)])
+    behind = [False]
+    h = Harness(
+        partial_interval=0.5,
+        commit_bound=1.5,
+        max_utterance=30.0,
+        max_context=14.0,
+        load_context=1.5,
+        behind=lambda: behind[0],
+    )
+    half = len(speech) // 2
+    h.audio(audio[:half])
+    early = len(h.engine_jobs)
+    behind[0] = True
+    h.audio(audio[half:])
+    h.text({"type": "end"})
+    assert [w for w, _, _ in committed(h)] == expected(audio)
+    words = [len(job.clip.prefix.split()) for job, _ in h.engine_jobs]
+    # The scripted words are 0.5 s long at most, 0.1 s apart: 1.5 s holds at most four.
+    assert max(words[:early]) > 4
+    assert 0 < max(words[early:]) <= 4, words
+    assert h.session.track_stats[0].lean == len(words) - early
+
+
 class StopAtTheEndEngine(ScriptedEngine):
     """Ends every decode's text with a full stop, as Whisper does where its clip stops, be it at
     the end of a sentence or at a comma's pause (or with ``end``: "..." where a partial's clip

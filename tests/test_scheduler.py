@@ -14,7 +14,7 @@ from streaming.clock import ManualClock
 from streaming.engine import Clip, Decoded, DecodeOptions
 from streaming.errors import Overloaded
 from streaming.jobs import Job, JobKind
-from streaming.scheduler import DecodeFailed, DecodeQueue, Scheduler
+from streaming.scheduler import BEHIND_WAIT, LOAD_WINDOW, DecodeFailed, DecodeQueue, Scheduler
 from tests.fakes import FINAL, PARTIAL
 
 _tickets = iter(range(1, 1_000_000))
@@ -139,6 +139,25 @@ def test_the_final_queue_is_bounded() -> None:
     for _ in range(10):
         q.add(job("a", "partial"), "p", now=0.0)
     assert q.stats.queued_partials == 1
+
+
+def test_the_workers_are_behind_while_finals_wait_and_not_once_they_caught_up() -> None:
+    q = queue(batch_size=1)
+    assert not q.behind(0.0)  # nothing decoded: not behind
+    q.add(job("a"), "a1", now=0.0)
+    q.take(now=0.05)  # one stream: its final waits for nothing
+    assert not q.behind(0.1)
+    for i in range(3):
+        q.add(job(f"s{i}"), f"s{i}", now=1.0)
+    q.take(now=1.6)
+    q.take(now=2.0)
+    assert q.behind(2.0)  # waits of 0.05, 0.6 and 1.0 s, and one still waiting
+    q.take(now=2.1)
+    assert q.behind(2.1)
+    assert not q.behind(2.2 + LOAD_WINDOW)  # nothing waited since
+    q.add(job("b"), "b1", now=10.0)
+    assert not q.behind(10.1)
+    assert q.behind(10.0 + 2 * BEHIND_WAIT)  # a final waiting counts with its wait so far
 
 
 def test_clear_returns_every_waiting_token() -> None:

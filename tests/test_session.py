@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -24,7 +25,12 @@ class Harness:
     """Drives a session: runs its jobs on the scripted engine when told to."""
 
     def __init__(
-        self, stream: StreamConfig | None = None, *, embedder: Embedder | None = None, **settings: object
+        self,
+        stream: StreamConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        behind: Callable[[], bool] | None = None,
+        **settings: object,
     ) -> None:
         self.clock = ManualClock()
         self.embedder = embedder  # makes the voiceprints a diarized stream's jobs ask for
@@ -35,6 +41,7 @@ class Harness:
             settings=SessionSettings.from_config(Config(**settings), model="scripted"),  # type: ignore[arg-type]
             new_segmenter=lambda: Segmenter(LoudnessScorer(), TEST_VAD),
             clock=self.clock,
+            behind=behind,
         )
         self.sent: list[ServerMessage] = []
         self.pending: list[Job] = []

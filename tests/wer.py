@@ -30,3 +30,9 @@ def normalise(text: str) -> str:
 
 def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(normalise(reference), normalise(hypothesis) or "<empty>"))
+
+
+def missed(reference: str, hypothesis: str) -> float:
+    """The share of the reference's words that the hypothesis left out (deletions alone)."""
+    found = jiwer.process_words(normalise(reference), normalise(hypothesis) or "<empty>")
+    return found.deletions / max(len(normalise(reference).split()), 1)

@@ -141,16 +141,16 @@ class WhisperEngine:
         results = self._generate(
             encoded, prompts, tokenizers[0], beam_size=options.beam_size, num_hypotheses=options.beam_size
         )
-        ranked = [
-            [self._hypothesis(t, r, k, len(p)) for k in range(len(r.sequences_ids))]
-            for t, r, p in zip(tokenizers, results, prefixes, strict=True)
+        hypotheses = [
+            self._hypothesis(t, r, 0, len(p)) for t, r, p in zip(tokenizers, results, prefixes, strict=True)
         ]
-        hypotheses = [alternatives[0] for alternatives in ranked]
+        searched = list(hypotheses)  # before a fallback replaces any
         if options.temperature_fallback:
             self._fall_back(features, tokenizers, prompts, prefixes, hypotheses)
         self._go_on(
             hypotheses,
-            ranked,
+            searched,
+            results,
             encoded=encoded,
             features=features,
             tokenizers=tokenizers,
@@ -308,7 +308,8 @@ class WhisperEngine:
     def _go_on(
         self,
         hypotheses: list[_Hypothesis],
-        ranked: list[list[_Hypothesis]],
+        searched: list[_Hypothesis],
+        results: list[Any],
         *,
         encoded: Any,
         features: Any,
@@ -322,21 +323,29 @@ class WhisperEngine:
         new speech: 5 of 41 finals of the 5-minute LJ file). Forced, the mark is behind it.
 
         A beam search's next best hypothesis that goes on after the same marks with words
-        (``ranked``, while the best is the search's own and not a fallback's) is taken instead
+        (``results``, while the best is the search's own and not a fallback's) is taken instead
         where it did not fail: the beam went on past the mark already, and the second decode
         is spared (". Now..." after "." in 5 beams)."""
         ended = []
         for i, h in enumerate(hypotheses):
             if not (prefixes[i] and h.tokens and not has_word(h.text)):
                 continue
-            if h is ranked[i][0]:
-                worded = [
-                    a
-                    for a in ranked[i][1:]
-                    if a.tokens[: len(h.tokens)] == h.tokens and has_word(a.text) and not self._failed(a)
-                ]
-                if worded:
-                    hypotheses[i] = worded[0]
+            if h is searched[i]:
+                # Read only here, for the few items that need them.
+                others = (
+                    self._hypothesis(tokenizers[i], results[i], k, len(prefixes[i]))
+                    for k in range(1, len(results[i].sequences_ids))
+                )
+                worded = next(
+                    (
+                        a
+                        for a in others
+                        if a.tokens[: len(h.tokens)] == h.tokens and has_word(a.text) and not self._failed(a)
+                    ),
+                    None,
+                )
+                if worded is not None:
+                    hypotheses[i] = worded
                     continue
             ended.append(i)
         if not ended:

@@ -68,15 +68,37 @@ class FrameTooLarge(StreamingError):
     code = "frame_too_large"
     close_code = 1009
 
+    @classmethod
+    def of(cls, size: int, limit: int) -> FrameTooLarge:
+        return cls(
+            f"a frame of {size} bytes exceeds the limit of {limit}; "
+            "send audio in smaller frames (100 ms each is typical)"
+        )
+
 
 class SessionTooLong(StreamingError):
     code = "session_too_long"
     close_code = 1008
 
+    @classmethod
+    def at(cls, seconds: float) -> SessionTooLong:
+        return cls(
+            f"the stream reached the limit of {seconds:g} s of audio; everything before it is "
+            "transcribed, open a new stream to go on"
+        )
+
 
 class Overloaded(StreamingError):
     code = "overloaded"
     close_code = 1008
+
+    @classmethod
+    def buffered(cls, seconds: float) -> Overloaded:
+        """More than ``seconds`` of a stream's audio waits for the model."""
+        return cls(
+            f"more than {seconds:g} s of audio is waiting for the model, which cannot keep up; "
+            "everything received is transcribed, retry later or send audio no faster than real time"
+        )
 
 
 class SlowConsumer(StreamingError):
@@ -85,10 +107,21 @@ class SlowConsumer(StreamingError):
     code = "slow_consumer"
     close_code = 1008
 
+    @classmethod
+    def unread(cls, limit: int) -> SlowConsumer:
+        return cls(
+            f"more than {limit} messages are waiting for this client to read them; read the "
+            "socket while streaming"
+        )
+
 
 class IdleTimeout(StreamingError):
     code = "idle_timeout"
     close_code = 1000
+
+    @classmethod
+    def after(cls, seconds: float) -> IdleTimeout:
+        return cls(f'no audio for {seconds:g} s; send {{"type":"keepalive"}} to keep an idle stream open')
 
 
 class ServerFull(StreamingError):
@@ -104,6 +137,11 @@ class NotReady(StreamingError):
 class ShuttingDown(StreamingError):
     code = "shutting_down"
     close_code = 1001
+
+    @classmethod
+    def stream(cls) -> ShuttingDown:
+        """Said to a stream that was open when the server began to drain."""
+        return cls("the server is shutting down; everything received is transcribed, reconnect to go on")
 
 
 class BodyTooLarge(StreamingError):

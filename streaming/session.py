@@ -29,10 +29,10 @@ import numpy as np
 
 from streaming import events, messages
 from streaming.audio import Samples, StreamDecoder
+from streaming.captions import Captions
 from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import StreamConfig
-from streaming.context import PromptContext
 from streaming.diarize import Clusters, Diarizer
 from streaming.engine import ALIGNMENT_LAG, Decoded, DecodeOptions, has_word
 from streaming.errors import (
@@ -49,7 +49,6 @@ from streaming.errors import (
 )
 from streaming.jobs import Due, Job
 from streaming.messages import Transcript, Word
-from streaming.sentences import Pieces, SentenceCutters, ends_sentence
 from streaming.settings import SessionSettings
 from streaming.timing import Observer, Timing
 from streaming.track import Outcome, Track, TrackStats
@@ -94,11 +93,7 @@ class Session:
         self._tracks = [
             Track(i, speaker, new_segmenter(), track_settings, now) for i, speaker in enumerate(speakers)
         ]
-        self._sentences = SentenceCutters(settings.sentence_pause, settings.max_sentence)
-        self._prompts = [
-            PromptContext(enabled=settings.condition_on_previous_text, max_chars=settings.prompt_chars)
-            for _ in speakers
-        ]
+        self._captions = Captions(settings, len(speakers))
         self._word_lag = round(ALIGNMENT_LAG.get(settings.model, 0.0) * SAMPLE_RATE)
         # diarize=true (one channel): speakers from voiceprints, a sentence cutter per speaker.
         self._diarizer = Diarizer(Clusters(max_speakers=stream.max_speakers)) if stream.diarize else None
@@ -108,7 +103,6 @@ class Session:
         self._last_activity = now
         self._told_ended = False
         self._flushing = False  # a finalize waits for its decodes
-        self._pieces = Pieces()
         self._model_seconds = 0.0
         self._received_bytes = 0
         self._timing = Timing(observer)  # latencies and audio received, for the metrics
@@ -151,12 +145,7 @@ class Session:
         ``frame_too_large`` (everything before it is still transcribed)."""
         if size <= self.settings.max_frame_bytes:
             return True
-        self.fail(
-            FrameTooLarge(
-                f"a frame of {size} bytes exceeds the limit of {self.settings.max_frame_bytes}; "
-                "send audio in smaller frames (100 ms each is typical)"
-            )
-        )
+        self.fail(FrameTooLarge.of(size, self.settings.max_frame_bytes))
         return False
 
     def receive_audio(self, data: bytes) -> None:
@@ -207,7 +196,7 @@ class Session:
         """The result of the job with this ticket."""
         for track in self._tracks:
             if track.preview is not None and track.preview.ticket == ticket:
-                self._emit(track, track.on_preview(track.preview, decoded))
+                self._emit(track, track.on_preview(decoded))
             if track.in_flight is not None and track.in_flight[0].ticket == ticket:
                 job = track.in_flight[0]
                 if job.kind == "final":
@@ -227,7 +216,7 @@ class Session:
         rest of what it received is transcribed."""
         for track in self._tracks:
             if track.preview is not None and track.preview.ticket == ticket:
-                track.preview = None  # a preview only shows words: nothing is lost with it
+                track.previews.lost()
             if track.in_flight is None or track.in_flight[0].ticket != ticket:
                 continue
             if track.on_lost(track.in_flight[0]) is None:
@@ -243,34 +232,20 @@ class Session:
         """Let time pass: idle timeout and partial cadence. Call it at :meth:`next_deadline`."""
         now = self._clock.now()
         if self.phase is Phase.OPEN and now >= self._idle_deadline():
-            self._finish(
-                IdleTimeout(
-                    f"no audio for {self.settings.idle_timeout:g} s; send "
-                    '{"type":"keepalive"} to keep an idle stream open'
-                )
-            )
+            self._finish(IdleTimeout.after(self.settings.idle_timeout))
         self._dispatch()
 
     def going_away(self) -> None:
         """The server is shutting down: take no more audio, transcribe what was received, send
         the final and close with 1001."""
         if self.phase is Phase.OPEN:
-            self._finish(
-                ShuttingDown(
-                    "the server is shutting down; everything received is transcribed, reconnect to go on"
-                )
-            )
+            self._finish(ShuttingDown.stream())
 
     def slow_consumer(self, limit: int) -> None:
         """More than ``limit`` messages wait for a client that does not read: take no more
         audio, transcribe what was received, queue the final and close with 1008."""
         if self.phase is Phase.OPEN:
-            self._finish(
-                SlowConsumer(
-                    f"more than {limit} messages are waiting for this client to read them; read "
-                    "the socket while streaming"
-                )
-            )
+            self._finish(SlowConsumer.unread(limit))
 
     def client_gone(self) -> None:
         """The client disconnected: nothing more can be sent, so stop all work."""
@@ -357,20 +332,9 @@ class Session:
         self._push(samples)
         self._timing.arrived(self._received_samples(), self._clock.now())
         if too_long:
-            self._finish(
-                SessionTooLong(
-                    f"the stream reached the limit of {self.settings.max_session_seconds:g} s of "
-                    "audio; everything before it is transcribed, open a new stream to go on"
-                )
-            )
+            self._finish(SessionTooLong.at(self.settings.max_session_seconds))
         elif self._buffered_samples() > self._max_buffered:
-            self._finish(
-                Overloaded(
-                    f"more than {self.settings.max_buffered_seconds:g} s of audio is waiting for the "
-                    "model, which cannot keep up; everything received is transcribed, retry later "
-                    "or send audio no faster than real time"
-                )
-            )
+            self._finish(Overloaded.buffered(self.settings.max_buffered_seconds))
         self._dispatch()
 
     def _push(self, samples: Samples) -> None:
@@ -399,7 +363,7 @@ class Session:
             beam_size=self.settings.partial_beam_size if partial else self.settings.beam_size,
             # Partials are aligned too: their words may be committed.
             word_timestamps=True,
-            prompt=self._prompts[track.index].prompt(self.stream.prompt),
+            prompt=self._captions.prompt(track.index, self.stream.prompt),
             hotwords=self.stream.hotwords or None,
             temperature_fallback=not partial,
             encoder_window=self.settings.partial_encoder_window if partial else self.settings.encoder_window,
@@ -448,9 +412,7 @@ class Session:
         """Send what a decode committed, as sentence pieces, and the uncommitted rest."""
         if outcome.amended is not None:
             spoken, text = outcome.amended
-            piece = self._pieces.amend(track.index, spoken.raw.strip(), text.strip())
-            if piece is not None and not ends_sentence(text):
-                self._sentences.of(piece.speaker).goes_on()
+            self._captions.amend(track.index, spoken.raw, text)
         if outcome.committed:
             words = [w.placed(track.history, self._word_lag) for w in outcome.committed]
             if self._diarizer is None:
@@ -482,11 +444,7 @@ class Session:
 
     def _send(self, track: Track, runs: Sequence[tuple[str | None, list[Word]]]) -> None:
         """Committed words, in runs of one speaker each, as that speaker's sentence pieces."""
-        for speaker, words in runs:
-            for piece in self._sentences.of(speaker).pieces(words):
-                self._pieces.add(track.index, piece)
-                self._prompts[track.index].add(piece.text)
-                self._outbox.append(events.Segment(track.index, piece))
+        self._outbox += self._captions.segments(track.index, runs)
 
     # ------------------------------------------------------------------ ending
 
@@ -541,7 +499,7 @@ class Session:
     def _close_now(self) -> None:
         if self._diarizer is not None:
             self._send(self._tracks[0], self._diarizer.flush())
-        sentences = self._pieces.sentences()
+        sentences = self._captions.sentences()
         self._outbox.append(events.Final(sentences, round(self._model_seconds * 1000)))
         self.phase = Phase.CLOSED
         self.close_code = self.error.close_code if self.error else 1000

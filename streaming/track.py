@@ -27,9 +27,11 @@ from dataclasses import dataclass, field, replace
 from streaming.audio import History, Samples
 from streaming.committed import CONTEXT_LEAD, Committed, prefix_of
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
+from streaming.eager import Eager
 from streaming.engine import Clip, Decoded
 from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
 from streaming.jobs import Due, Job
+from streaming.preview import Preview
 from streaming.settings import TrackSettings
 from streaming.spoken import Spoken, overlaps, spoken_words
 from streaming.unheard import SKIP_RETRY_CONTEXT, UNHEARD_TAIL, Unheard
@@ -42,18 +44,6 @@ MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
 # every agreed word, 0.067 with this age; beam-5 partials 0.063 at about a fifth more compute).
 AGREE_AGE = round(0.3 * SAMPLE_RATE)
 WINDOW_SAMPLES = 512  # one VAD window
-
-
-@dataclass
-class _Eager:
-    """An eager final: decoded from the start of a pause, standing for the utterance that the
-    pause will close, unless speech resumes first."""
-
-    ticket: int
-    silence_start: int
-    decoded: Decoded | None = None
-    utterance: Utterance | None = None  # set once the pause closed it
-    start: int = 0
 
 
 @dataclass
@@ -99,13 +89,11 @@ class Track:
         self.unheard = Unheard()
         self.waiting: deque[Utterance] = deque()  # closed, not yet decoding
         self.in_flight: tuple[Job, Utterance | None] | None = None
-        self.preview: Job | None = None  # a display-only partial beside a final in flight
-        self._previewed_from = -1  # where the speech a preview was decoded for begins
+        self.previews = Preview()
         self._shown_until = -1  # the end of the last clip whose decode's words were shown
         self._shown_from = -1  # the open utterance whose words are on screen (or committed)
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
-        self.eager: _Eager | None = None
-        self._eager_lost: int | None = None  # the pause whose eager final was shed: no retry
+        self.eager = Eager(enabled=settings.eager_finals)
         self.last_partial_at = now
         self.last_partial_size = 0
         self.shown_at = now
@@ -122,12 +110,8 @@ class Track:
         self._take_voice()
         for utterance in closed:
             self.close(utterance, now)
-        eager = self.eager
-        if (
-            eager is not None
-            and eager.utterance is None
-            and self.segmenter.silence_start != eager.silence_start
-        ):
+        pending = self.eager.pending
+        if pending is not None and self.segmenter.silence_start != pending.pause:
             self._drop_eager()  # speech resumed: the pause did not end the utterance
         self._trim()
 
@@ -137,28 +121,21 @@ class Track:
         pause = self.segmenter.silence_start
         utterance = self.segmenter.cut()
         self._take_voice()
-        eager = self.eager
-        if (
-            utterance is not None
-            and eager is not None
-            and eager.utterance is None
-            and pause == eager.silence_start
-        ):
+        pending = self.eager.pending
+        if utterance is not None and pending is not None and pause == pending.pause:
             utterance = replace(utterance, silence_start=pause)
         self.close(utterance, now)
 
     def close(self, utterance: Utterance | None, now: float) -> None:
         if utterance is None:
-            if self.segmenter.open_start is None and self.eager is not None and self.eager.utterance is None:
+            if self.segmenter.open_start is None and self.eager.pending is not None:
                 self._drop_eager()  # the utterance was too short to keep
             return
         self.last_partial_size = 0
         self.shown_at = now
-        eager = self.eager
-        if eager is not None and eager.utterance is None:
-            if utterance.silence_start == eager.silence_start:
-                eager.utterance = utterance
-                return
+        if self.eager.claims(utterance):
+            return
+        if self.eager.pending is not None:
             self._drop_eager()
         self.waiting.append(utterance)
 
@@ -177,8 +154,7 @@ class Track:
     @property
     def busy(self) -> bool:
         """A decode is in flight, or closed utterances wait for theirs."""
-        eager_closed = self.eager is not None and self.eager.utterance is not None
-        return self.in_flight is not None or bool(self.waiting) or eager_closed
+        return self.in_flight is not None or bool(self.waiting) or self.eager.closed is not None
 
     def waiting_samples(self) -> int:
         total = sum(len(u.audio) for u in self.waiting)
@@ -192,8 +168,8 @@ class Track:
     def clear(self) -> None:
         self.waiting.clear()
         self.in_flight = None
-        self.preview = None
-        self.eager = None
+        self.previews.lost()
+        self.eager.drop()
 
     # ------------------------------------------------------------------ what to decode
 
@@ -216,8 +192,7 @@ class Track:
             self.in_flight = None
         if self.in_flight is not None:
             return None
-        eager = self.eager
-        if eager is not None and eager.utterance is not None and eager.decoded is None:
+        if self.eager.waits():
             return None  # its eager final is still in the scheduler's hands
         if self.waiting:
             closed = self.waiting[0]
@@ -231,8 +206,7 @@ class Track:
             return None
         if segmenter.silence_start is not None:
             # A pause adds no words, and may end the utterance: decode its final now.
-            wanted = self.settings.eager_finals and segmenter.silence_start != self._eager_lost
-            if wanted and eager is None and self._uncommitted_speech():
+            if self.eager.wanted(segmenter.silence_start) and self._uncommitted_speech():
                 clip, start = self._clip(
                     segmenter.received, open_start, self.settings.max_decode, self._context(lean)
                 )
@@ -247,64 +221,34 @@ class Track:
         first = open_start != self._shown_from and self.preview is None
         return Due("partial", clip, start, urgent=self._urgent(), first=first)
 
+    @property
+    def preview(self) -> Job | None:
+        """The display-only partial in flight beside a final (see :mod:`streaming.preview`)."""
+        return self.previews.job
+
     def preview_job(self, *, partials: bool) -> Due | None:
-        """A display-only partial of speech that a final in flight does not hear: a new
-        utterance after the previous one's final, or speech that resumed after the pause an
-        eager final was decoded for.
-
-        A track decodes one clip at a time, since each goes on from what the one before
-        committed, so that speech's first partial would wait for the final (beam 5 and
-        alignment: 0.5 to 1.3 s on a small CPU), while another worker may be idle. This one is
-        decoded without the context, from where the speech began; its words are shown and
-        never committed. One per such start, once it is a partial interval long."""
-        origin = self._preview_origin()
-        if (
-            not partials
-            or origin is None
-            or self.preview is not None
-            or origin == self._previewed_from
-            or self.segmenter.silence_start is not None
-            or self.segmenter.received - origin
-            < max(MIN_PARTIAL_GROWTH, self.settings.partial_interval * SAMPLE_RATE)
-        ):
+        """A preview of speech that the final in flight does not hear, if one is due."""
+        if not partials:
             return None
-        start = max(origin - CONTEXT_LEAD, self.history.start)
-        clip = Clip(self.history.slice(start, self.segmenter.received))
-        return Due("partial", clip, start, first=True, preview=True)
+        interval = round(self.settings.partial_interval * SAMPLE_RATE)
+        return self.previews.due(
+            self._flight_job(), self.segmenter, self.history, min_samples=max(MIN_PARTIAL_GROWTH, interval)
+        )
 
-    def _preview_origin(self) -> int | None:
-        """Where the speech that the final in flight does not hear begins, if it does."""
-        flight, open_start = self.in_flight, self.segmenter.open_start
-        if flight is None or flight[0].kind != "final" or open_start is None:
-            return None
-        if open_start >= flight[0].end:
-            return open_start
-        if not flight[0].speculative:
-            return None
-        # An eager final's pause did not end the utterance: the speech after it is new.
-        return self.segmenter.onset_after(flight[0].end)
+    def _flight_job(self) -> Job | None:
+        return self.in_flight[0] if self.in_flight is not None else None
 
-    def on_preview(self, job: Job, decoded: Decoded) -> Outcome:
-        """A preview came back: its words are shown (not committed) after the last partial's,
-        while the utterance is open and no decode with the context has shown the speech it
-        heard. That decode may be on its way; it will say better, and replaces them."""
-        self.preview = None
-        origin = self._previewed_from
-        if self.segmenter.open_start is None or self.waiting or self._shown_until > origin:
-            return Outcome()
-        speech = self.segmenter.speech_ranges()
-        words = [
-            w
-            for w in spoken_words(decoded, job.start)
-            if overlaps(w, speech) and w.start + w.end >= 2 * origin
-        ]
-        if not words:
+    def on_preview(self, decoded: Decoded) -> Outcome:
+        """A preview came back: its words are shown (not committed) after the last partial's
+        that come before its speech, while no decode with the context has shown that speech."""
+        found = self.previews.words(decoded, self.segmenter, shown_until=self._shown_until)
+        if found is None or self.waiting or self.segmenter.open_start is None:
             return Outcome()
         self._shown_from = self.segmenter.open_start
-        before = [w for w in self.hypothesis if w.end <= origin]
+        before = [w for w in self.hypothesis if w.end <= found.origin]
         return Outcome(
-            partial=[*before, *words],
-            partial_span=(self.committed.until if before else origin, job.end),
+            partial=[*before, *found.words],
+            partial_span=(self.committed.until if before else found.origin, found.end),
         )
 
     def _eager_may_supersede(self) -> bool:
@@ -312,11 +256,9 @@ class Track:
         return (
             flight is not None
             and flight[0].kind == "partial"
-            and self.settings.eager_finals
-            and self.eager is None
+            and self.eager.wanted(self.segmenter.silence_start)
             and not self.waiting
             and self.segmenter.silence_start is not None
-            and self.segmenter.silence_start != self._eager_lost
             and flight[0].end <= self.segmenter.silence_start + WINDOW_SAMPLES
         )
 
@@ -335,11 +277,9 @@ class Track:
         if not job.preview:
             self.committed.decoding(prefixed=bool(job.clip.prefix))
         if job.preview:
-            self.preview = job
-            origin = self._preview_origin()
-            self._previewed_from = origin if origin is not None else -1
+            self.previews.started(job, self._flight_job(), self.segmenter)
         elif job.speculative:
-            self.eager = _Eager(job.ticket, self.segmenter.silence_start or 0, start=job.start)
+            self.eager.begin(job, self.segmenter.silence_start or 0)
             self.in_flight = (job, None)
         elif job.kind == "final":
             self.in_flight = (job, self.waiting.popleft())
@@ -405,8 +345,8 @@ class Track:
         self.in_flight = None
         self._shown_until = max(self._shown_until, job.end)
         if job.speculative:
-            eager = self.eager
-            if eager is None or eager.ticket != job.ticket:
+            eager = self.eager.decoded(job, decoded)
+            if eager is None:
                 # Speech resumed: the pause did not end the utterance. The decode still heard
                 # the words before the pause (beam search, the whole window): those ending
                 # clear of the clip's end are committed. A "pause" this short can be a stop
@@ -416,39 +356,37 @@ class Track:
                 if self.waiting or self.segmenter.open_start is None:
                     return Outcome()  # the utterance closed meanwhile: its final says it
                 return self._on_partial(job, decoded, settled_until=job.end - AGREE_AGE)
-            eager.decoded = decoded
             if eager.utterance is None:
                 return Outcome()  # the pause goes on: held until it closes the utterance
             return self.take_eager()
         if job.kind == "final":
             assert utterance is not None
-            words, resumed = self._before_skip(self._spoken(job, decoded, utterance.speech), utterance)
-            committed, amended = self._commit(words, decoded)
-            if not self._after_final(utterance, resumed=resumed):
-                self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
-            return Outcome(committed=committed, amended=amended)
+            return self._final(self._spoken(job, decoded, utterance.speech), decoded, utterance)
         if self.waiting or self.segmenter.open_start is None:
             return Outcome()  # the utterance closed meanwhile: its final supersedes this
         return self._on_partial(job, decoded)
 
     def take_eager(self) -> Outcome:
         """Commit an eager final whose pause closed the utterance."""
-        eager = self.eager
-        if eager is None or eager.utterance is None or eager.decoded is None:
+        eager = self.eager.take()
+        if eager is None:
             return Outcome()
-        self.eager = None
         utterance = eager.utterance
         words = self._heard(spoken_words(eager.decoded, eager.start), utterance.speech)
         heard_until = words[-1].end if words else self.committed.until
-        if eager.silence_start - heard_until > UNHEARD_TAIL:
+        if eager.pause - heard_until > UNHEARD_TAIL:
             # Decoded from the first silent window, the clip ends abruptly, and Whisper can drop
             # the last words of such a clip: decode the closed utterance, trailing pause and all.
             self.stats.eager_discarded += 1
             self.waiting.appendleft(utterance)
             return Outcome()
         self.stats.eager_used += 1
+        return self._final(words, eager.decoded, utterance)
+
+    def _final(self, words: list[Spoken], decoded: Decoded, utterance: Utterance) -> Outcome:
+        """Commit a final's words: its utterance is decoded."""
         words, resumed = self._before_skip(words, utterance)
-        committed, amended = self._commit(words, eager.decoded)
+        committed, amended = self._commit(words, decoded)
         if not self._after_final(utterance, resumed=resumed):
             self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
         return Outcome(committed=committed, amended=amended)
@@ -461,11 +399,10 @@ class Track:
         _, utterance = self.in_flight
         self.in_flight = None
         if job.speculative:
-            eager, self.eager = self.eager, None
             self.stats.eager_discarded += 1
-            self._eager_lost = eager.silence_start if eager is not None else None
-            if eager is not None and eager.ticket == job.ticket and eager.utterance is not None:
-                self.waiting.appendleft(eager.utterance)
+            closed = self.eager.shed(job)
+            if closed is not None:
+                self.waiting.appendleft(closed)
             return None
         return utterance if job.kind == "final" else None
 
@@ -559,9 +496,10 @@ class Track:
             decoding.append(self.in_flight[1])
         ends = [self.segmenter.received, *(u.end for u in decoding)]
         starts = [u.start for u in decoding]
-        if self.eager is not None and self.eager.utterance is not None:
-            ends.append(self.eager.utterance.end)
-            starts.append(self.eager.utterance.start)
+        closed = self.eager.closed
+        if closed is not None:
+            ends.append(closed.end)
+            starts.append(closed.start)
         if self.segmenter.open_start is not None:
             starts.append(self.segmenter.open_start)
         floor = min(ends) - self.settings.max_decode
@@ -573,9 +511,8 @@ class Track:
         self.history.trim(min([keep_from, *starts]))
 
     def _drop_eager(self) -> None:
-        eager = self.eager
-        self.eager = None
-        if eager is not None:
+        dropped = self.eager.drop()
+        if dropped is not None:
             self.stats.eager_discarded += 1
-            if eager.utterance is not None:
-                self.waiting.appendleft(eager.utterance)
+            if dropped.utterance is not None:
+                self.waiting.appendleft(dropped.utterance)

@@ -1,0 +1,94 @@
+"""A display-only partial of speech that the final in flight on its channel does not hear.
+
+A track decodes one clip at a time, since each goes on from what the one before committed. The
+first partial of speech that comes while a final is decoding (a new utterance after the
+previous one's final, or speech that resumed after the pause an eager final was decoded for)
+would wait for that final: beam 5 and alignment, 0.5 to 1.3 s on a small CPU, while another
+worker may be idle. A preview is decoded beside it, without the context, from where that
+speech began. Its words are shown and never committed, and a decode with the context that has
+shown the same speech makes them stale.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from streaming.audio import History
+from streaming.committed import CONTEXT_LEAD
+from streaming.engine import Clip, Decoded
+from streaming.jobs import Due, Job
+from streaming.spoken import Spoken, overlaps, spoken_words
+from streaming.vad import Segmenter
+
+
+class Previewed(NamedTuple):
+    """A preview's words, kept where the speech it was decoded for begins (``origin``)."""
+
+    origin: int
+    end: int  # the end of its clip
+    words: list[Spoken]
+
+
+class Preview:
+    """One channel's previews: at most one in flight, one per start of unheard speech."""
+
+    def __init__(self) -> None:
+        self.job: Job | None = None  # in flight
+        self._origin = -1  # where the speech the last preview was decoded for begins
+
+    @staticmethod
+    def origin(final: Job | None, segmenter: Segmenter) -> int | None:
+        """Where the speech that ``final`` (the channel's decode in flight, if it is a final)
+        does not hear begins, if there is such speech."""
+        open_start = segmenter.open_start
+        if final is None or final.kind != "final" or open_start is None:
+            return None
+        if open_start >= final.end:
+            return open_start
+        if not final.speculative:
+            return None
+        # An eager final's pause did not end the utterance: the speech after it is new.
+        return segmenter.onset_after(final.end)
+
+    def due(
+        self, final: Job | None, segmenter: Segmenter, history: History, *, min_samples: int
+    ) -> Due | None:
+        """A preview of the speech ``final`` does not hear, once it is ``min_samples`` long;
+        one per such start, and none while a pause goes on."""
+        origin = self.origin(final, segmenter)
+        if (
+            origin is None
+            or self.job is not None
+            or origin == self._origin
+            or segmenter.silence_start is not None
+            or segmenter.received - origin < min_samples
+        ):
+            return None
+        start = max(origin - CONTEXT_LEAD, history.start)
+        clip = Clip(history.slice(start, segmenter.received))
+        return Due("partial", clip, start, first=True, preview=True)
+
+    def started(self, job: Job, final: Job | None, segmenter: Segmenter) -> None:
+        self.job = job
+        origin = self.origin(final, segmenter)
+        self._origin = origin if origin is not None else -1
+
+    def lost(self) -> None:
+        """Shed or failed: a preview only shows words, so nothing is lost with it."""
+        self.job = None
+
+    def words(self, decoded: Decoded, segmenter: Segmenter, *, shown_until: int) -> Previewed | None:
+        """The preview came back: where its speech begins, and its words there, unless that
+        speech is no longer open or a decode with the context (which says better) has shown
+        it, ending at ``shown_until``."""
+        job, self.job = self.job, None
+        origin = self._origin
+        if job is None or segmenter.open_start is None or shown_until > origin:
+            return None
+        speech = segmenter.speech_ranges()
+        words = [
+            w
+            for w in spoken_words(decoded, job.start)
+            if overlaps(w, speech) and w.start + w.end >= 2 * origin
+        ]
+        return Previewed(origin, job.end, words) if words else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,18 @@ from typing import Any
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_kept() -> Iterator[None]:
+    """A test that runs ``python -m streaming serve`` in this process (to see a start fail)
+    configures the root logger with the stderr pytest captured for that test: servers of later
+    tests, still running in their threads, would log to that closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

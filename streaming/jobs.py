@@ -85,6 +85,14 @@ class Job(Due):
     def end(self) -> int:
         return self.start + len(self.clip.audio)
 
+    @property
+    def label(self) -> str:
+        """What this decode is, in a log line: "eager final", "preview partial", ..."""
+        if self.kind == "final":
+            return "eager final" if self.speculative else "final"
+        kind = "preview" if self.preview else "first" if self.first else "urgent" if self.urgent else ""
+        return f"{kind} partial".strip()
+
 
 def with_voiceprints(jobs: Sequence[Job], results: Sequence[Decoded], embedder: Embedder) -> list[Decoded]:
     """The jobs' results with the voiceprints they asked for (``Job.voices``), all embedded in

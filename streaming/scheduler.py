@@ -53,7 +53,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from streaming import logs
 from streaming.clock import Clock, MonotonicClock
+from streaming.config import MODEL_SAMPLE_RATE
 from streaming.engine import Decoded, Engine
 from streaming.errors import Overloaded
 from streaming.jobs import Job, with_voiceprints
@@ -325,6 +327,7 @@ class Scheduler:
 
     def _run(self, batch: list[Waiting[Future]]) -> None:
         options = batch[0].job.options
+        began = self._clock.now()
         try:
             results = self._engine.transcribe_batch([w.job.clip for w in batch], options)
             if self._voices is not None and any(w.job.voices for w in batch):
@@ -356,6 +359,8 @@ class Scheduler:
                     stats.finals += 1
                 else:
                     stats.partials += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_decodes(batch, results, began, self._clock.now())
         for waiting, decoded in zip(batch, results, strict=True):
             self._settle(waiting.token, decoded)
 
@@ -378,6 +383,31 @@ class Scheduler:
         # A closed loop raises RuntimeError: nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve, future, outcome)
+
+
+def _log_decodes(batch: list[Waiting[Future]], results: list[Decoded], began: float, ended: float) -> None:
+    """A line per decode (``--log-levels streaming.scheduler=debug``), on its stream's session
+    id: what was decoded, how long it waited for a worker and how long the model call took. No
+    text: a transcript is the user's."""
+    for waiting, decoded in zip(batch, results, strict=True):
+        job = waiting.job
+        token = logs.session_id.set(job.session_id)
+        try:
+            logger.debug(
+                "%s of channel %d: %.2f s of audio from %.2f s, %d characters of context; waited "
+                "%.3f s, decoded in %.3f s (a batch of %d): %d words",
+                job.label,
+                job.track,
+                len(job.clip.audio) / MODEL_SAMPLE_RATE,
+                job.start / MODEL_SAMPLE_RATE,
+                len(job.clip.prefix),
+                began - waiting.submitted,
+                ended - began,
+                len(batch),
+                len(decoded.words),
+            )
+        finally:
+            logs.session_id.reset(token)
 
 
 class DecodeFailed(RuntimeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -14,6 +15,7 @@ from streaming.clock import ManualClock
 from streaming.engine import Clip, Decoded, DecodeOptions
 from streaming.errors import Overloaded
 from streaming.jobs import Job, JobKind
+from streaming.logs import SessionFilter
 from streaming.scheduler import BEHIND_WAIT, LOAD_WINDOW, DecodeFailed, DecodeQueue, Scheduler
 from tests.fakes import FINAL, PARTIAL
 
@@ -280,6 +282,40 @@ async def test_two_workers_decode_at_once_so_a_final_need_not_wait_for_a_partial
         assert sorted(engine.batches) == [[100], [200]]
     finally:
         await scheduler.stop()
+
+
+async def test_a_decode_logs_what_it_was_and_its_wait_and_model_time_on_its_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At debug level (``--log-levels streaming.scheduler=debug``) each decode is a line on its
+    stream's session id, for who reads the logs of a slow stream; no text of the user's."""
+    engine = GatedEngine()
+    clock = ManualClock()
+    scheduler = Scheduler(engine, batch_size=4, partial_max_age=10.0, clock=clock)
+    caplog.set_level(logging.DEBUG, logger="streaming.scheduler")
+    caplog.handler.addFilter(SessionFilter())
+    scheduler.start()
+    try:
+        blocker = scheduler.submit(sized_job("a", 1600))
+        await asyncio.to_thread(engine.started.wait)
+        engine.started.clear()
+        eager = scheduler.submit(replace(sized_job("b", 32000), speculative=True, start=16000))
+        clock.advance(0.25)  # the blocker takes 0.25 s, and the eager final waits as long
+        engine.gate.release()
+        await blocker
+        await asyncio.to_thread(engine.started.wait)
+        clock.advance(0.5)
+        engine.gate.release()
+        await eager
+    finally:
+        await scheduler.stop()
+    lines = {r.session_id: r.getMessage() for r in caplog.records if r.name == "streaming.scheduler"}
+    assert lines["b"] == (
+        "eager final of channel 0: 2.00 s of audio from 1.00 s, 0 characters of context; waited "
+        "0.250 s, decoded in 0.500 s (a batch of 1): 0 words"
+    )
+    assert lines["a"].startswith("final of channel 0: 0.10 s of audio from 0.00 s")
+    assert "n32000" not in " ".join(lines.values())
 
 
 async def test_stop_fails_what_still_waits() -> None:

@@ -88,6 +88,8 @@ class Committed:
         amended = None
         if words:
             amended, capital = self._ending(decoded, words[0])
+            if amended is not None:
+                self._rewrite(*amended)
             if capital:
                 words = [capitalised(words[0]), *words[1:]]
         out = []
@@ -98,6 +100,17 @@ class Committed:
             self.words.append(kept)
             self.until = kept.end
         return out, amended
+
+    def _rewrite(self, word: Spoken, text: str) -> None:
+        """The context goes on with ``word`` as the decode that heard what follows it ended it,
+        which is how the reader has it now. Left with the stop its own clip's end put there,
+        every later decode was forced to read a sentence end at each comma's pause ("By far.
+        the greater part of these Italian printers", where the reader had "By far, the"), and
+        wrote more of them ("printers. It should be mentioned. Were Germans or Frenchmen?")."""
+        for i in range(len(self.words) - 1, -1, -1):
+            if self.words[i] is word:
+                self.words[i] = replace(word, raw=text, last=False)
+                return
 
     def forget_before(self, floor: int) -> None:
         """Words no decode's window reaches from ``floor`` on are no more context."""

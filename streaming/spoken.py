@@ -85,14 +85,15 @@ def unended(word: Spoken) -> str:
     Maybe considered" for "concerned, differs from", "purpose, may be considered"). Without
     it, the model hears whether the sentence goes on or a new one begins. The same for the
     ellipsis it writes where a partial's clip cut a sentence ("natural there for... that the
-    forms", "Schussler... is remarkably" in a final)."""
+    forms", "Schussler... is remarkably" in a final), and for the question mark it writes there
+    at times ("The worst. Which perhaps was the English? Was a terrible falling off")."""
     text = word.raw
     if not word.last:
         return text
     if text.endswith(("..", "\u2026")):
         trailed = text.rstrip(".\u2026")
         return trailed if has_word(trailed) else text
-    if text.endswith(".") and ends_sentence(text):
+    if text.endswith((".", "?", "!")) and ends_sentence(text):
         return text[:-1]
     return text
 

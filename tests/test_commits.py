@@ -558,7 +558,7 @@ class StopAtTheEndEngine(ScriptedEngine):
         return Decoded("".join(w.text for w in words).strip(), words, "en", decoded.seconds)
 
 
-@pytest.mark.parametrize("end", [".", "...", "\u2026"])
+@pytest.mark.parametrize("end", [".", "...", "\u2026", "?"])
 def test_a_stop_written_where_a_clip_ended_is_not_forced_on_the_next_decode(end: str) -> None:
     h = Harness(partial_interval=0)
     h.engine = StopAtTheEndEngine(end)
@@ -604,6 +604,21 @@ def test_the_final_ends_a_word_as_the_decode_that_heard_what_follows_it_does(end
     assert final["transcription"] == f"f220.0 f220.1{mark} f330.0 f330.1{end}"  # type: ignore[typeddict-item]
     words = final["response"]["word_segments"]  # type: ignore[typeddict-item]
     assert [w["word"] for w in words] == ["f220.0", f"f220.1{mark}", "f330.0", f"f330.1{end}"]
+
+
+def test_later_decodes_carry_a_word_as_the_decode_that_heard_what_follows_it_ended_it() -> None:
+    """The comma that replaced a clip's stop is what the context goes on with, not the stop: a
+    stop left in the prefix read as a sentence end to every decode after it."""
+    h = Harness(partial_interval=0)
+    h.engine = MarkAfterThePrefixEngine(",")
+    pause = silence(0.5)
+    h.audio(np.concatenate([talk(220, word=0.8), pause, talk(330, word=0.8), pause, talk(440, word=0.8)]))
+    h.audio(silence(0.6))
+    assert h.engine.clips[-1].prefix == "f220.0 f220.1, f330.0 f330.1"
+    assert [w for w, _, _ in committed(h)][:4] == ["f220.0", "f220.1.", "f330.0", "f330.1."]  # as sent
+    h.text({"type": "end"})
+    [final] = h.of_type("final")
+    assert final["transcription"] == "f220.0 f220.1, f330.0 f330.1, f440.0 f440.1."  # type: ignore[typeddict-item]
 
 
 def test_words_after_the_model_s_own_full_stop_begin_a_sentence() -> None:

@@ -34,7 +34,7 @@ from bench import provenance
 from clients.stream import Recording, read_audio, stream_file
 from streaming.sentences import ends_sentence
 from streaming.testing import free_port, serve_process
-from tests.wer import wer
+from tests.wer import wer, whisper_wer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -228,6 +228,10 @@ def main() -> None:
     report["offline_wer"], report["offline_seconds"], report["offline_transcription"] = offline_wer(
         args.model, entry["text"], recording
     )
+    report["whisper_normaliser"] = {
+        "streaming_wer": whisper_wer(entry["text"], final["transcription"]),
+        "offline_wer": whisper_wer(entry["text"], report["offline_transcription"]),
+    }
     report["punctuation"] = {
         "stream": punctuation(final["transcription"]),
         "offline": punctuation(report["offline_transcription"]),

@@ -119,11 +119,13 @@ def overlaps(word: Spoken, speech: tuple[tuple[int, int], ...]) -> bool:
     return any(word.start < hi and word.end > lo for lo, hi in speech)
 
 
-def skipped(words: list[Spoken], speech: tuple[tuple[int, int], ...], least: int) -> int:
+def skipped(words: list[Spoken], speech: tuple[tuple[int, int], ...], least: int, since: int) -> int:
     """How many of ``words`` come before the first stretch of at least ``least`` samples of
-    speech that falls between two of them: speech the decode said nothing for."""
-    for i in range(1, len(words)):
-        lo, hi = words[i - 1].end, words[i].start
+    speech that falls between two of them, or between ``since`` (where the speech not yet
+    worded begins) and the first: speech the decode said nothing for."""
+    ends = [since, *(w.end for w in words)]
+    for i, (lo, word) in enumerate(zip(ends, words, strict=False)):
+        hi = word.start
         if sum(max(0, min(b, hi) - max(a, lo)) for a, b in speech) >= least:
             return i
     return len(words)

@@ -446,7 +446,7 @@ class Track:
 
     def _before_skip(self, words: list[Spoken], utterance: Utterance) -> tuple[list[Spoken], int | None]:
         """See :meth:`Unheard.before_skip`."""
-        kept, resumed = self.unheard.before_skip(words, utterance)
+        kept, resumed = self.unheard.before_skip(words, utterance, self.committed.until)
         if resumed is not None:
             self.stats.skips += 1
         return kept, resumed

@@ -23,8 +23,10 @@ from streaming.vad import Utterance
 UNHEARD_TAIL = round(0.5 * SAMPLE_RATE)
 # Speech between two words of a final that the decode said nothing for. Whisper, decoding a
 # long clip without timestamp tokens, can pass over a whole turn of another voice ("She had
-# your dark suit in greasy wash water all year.", 2.9 s, in a 28 s piece of a call). Where it
-# said all, the speech between two words was at most 0.96 s (VAD padding and pauses; the
+# your dark suit in greasy wash water all year.", 2.9 s, in a 28 s piece of a call), the
+# turn's first words too (on a CPU with AVX-512, whose int8 arithmetic gives other words: the
+# piece's first word came 1.6 s of that turn's speech after the words before the piece). Where
+# it said all, the speech between two words was at most 0.96 s (VAD padding and pauses; the
 # call, long and read files through /predict), and 0.54 s in streamed finals.
 SKIPPED_SPEECH = round(1.2 * SAMPLE_RATE)
 # The context of a retry of speech a final passed over: none. Decoded again with its window
@@ -64,13 +66,16 @@ class Unheard:
         its own ("You.", "which") timed from the clip's start."""
         return [lo for lo, hi in self.ranges if new_start - hi <= CONTEXT_MAX_GAP]
 
-    def before_skip(self, words: list[Spoken], utterance: Utterance) -> tuple[list[Spoken], int | None]:
-        """A final's words before speech it passed over (``SKIPPED_SPEECH``), to commit, and
-        where its words went on after it (None: it passed over none), for :meth:`retries`.
-        Once retried, an utterance's words all stand."""
-        if utterance.end <= self._retried_until:
+    def before_skip(
+        self, words: list[Spoken], utterance: Utterance, heard_until: int
+    ) -> tuple[list[Spoken], int | None]:
+        """A final's words before speech it passed over (``SKIPPED_SPEECH``), between two of
+        them or before the first (after ``heard_until``, the last committed word's end), to
+        commit, and where its words went on after it (None: it passed over none), for
+        :meth:`retries`. Once retried, an utterance's words all stand."""
+        if utterance.end <= self._retried_until or not words:
             return words, None
-        kept = skipped(words, utterance.speech, SKIPPED_SPEECH)
+        kept = skipped(words, utterance.speech, SKIPPED_SPEECH, since=heard_until)
         if kept == len(words):
             return words, None
         return words[:kept], words[kept].start

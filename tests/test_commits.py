@@ -339,6 +339,26 @@ def test_speech_a_final_passes_over_is_decoded_alone_and_the_rest_goes_on_from_i
     assert finals[rest - 1] == ""
 
 
+@pytest.mark.parametrize("file", [True, False], ids=["file", "live"])
+def test_speech_a_final_passes_over_before_its_first_word_is_decoded_alone(file: bool) -> None:
+    """The turn passed over may be the first speech after the words committed before: with
+    those as its prefix, the final's first word comes after a whole turn of another voice."""
+    h = Harness(stream=StreamConfig(encoding="pcm_f32le", interim_results=False))
+    h.engine = PassesOverAVoiceEngine()
+    first = np.concatenate([silence(0.3), tone(0.6, freq=220), silence(0.8)])
+    turns = np.concatenate([tone(1.5, freq=330), silence(0.1), tone(0.6, freq=440), silence(0.8)])
+    h.audio(np.concatenate([first, turns]), run_jobs=not file)
+    h.text({"type": "end"})
+    said = [w for w, _, _ in committed(h)]
+    wanted = [220, 330, 330, 330, 440]  # a short run's pitch is read within 10 Hz
+    assert len(said) == len(wanted), said
+    assert all(
+        abs(float(w[1:].split(".")[0]) - pitch) <= 10 for w, pitch in zip(said, wanted, strict=True)
+    ), said
+    stats = h.session.track_stats[0]
+    assert (stats.skips, stats.retries) == (1, 1)
+
+
 class MarksForNoiseEngine(ScriptedEngine):
     """Says "..." for a clip of the 110 Hz hum, as Whisper does for a breath or a noise alone."""
 

@@ -32,6 +32,17 @@ def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(normalise(reference), normalise(hypothesis) or "<empty>"))
 
 
+def whisper_wer(reference: str, hypothesis: str) -> float:
+    """WER under Whisper's own English normaliser (the ``whisper-normalizer`` package, a bench
+    dependency), which also reads numbers and ordinals alike ("15th" and "fifteenth", "1720"
+    and "seventeen twenty"), as published Whisper figures are scored. Beside :func:`wer`,
+    whose figures the benchmarks have kept since the start."""
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    normalise_whisper = EnglishTextNormalizer()
+    return float(jiwer.wer(normalise_whisper(reference), normalise_whisper(hypothesis) or "<empty>"))
+
+
 def missed(reference: str, hypothesis: str) -> float:
     """The share of the reference's words that the hypothesis left out (deletions alone)."""
     found = jiwer.process_words(normalise(reference), normalise(hypothesis) or "<empty>")

@@ -18,15 +18,22 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
-def _root_logging_kept() -> Iterator[None]:
+def _serve_logging_undone() -> Iterator[None]:
     """A test that runs ``python -m streaming serve`` in this process (to see a start fail)
-    configures the root logger with the stderr pytest captured for that test: servers of later
-    tests, still running in their threads, would log to that closed stream."""
+    gives the root logger a handler on the stderr pytest captured for that test: servers of
+    later tests, still running in their threads, would log to that closed stream. Only that
+    handler (``logs.configure``'s, with its :class:`SessionFilter`) is taken off: pytest's own
+    come and go with each phase of a test."""
+    from streaming.logs import SessionFilter
+
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    level = root.level
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    ours = [h for h in root.handlers if any(isinstance(f, SessionFilter) for f in h.filters)]
+    if ours:
+        for handler in ours:
+            root.removeHandler(handler)
+        root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

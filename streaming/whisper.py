@@ -7,6 +7,7 @@ the temperature fallback, and a decode that only ends its prefix decoded on.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ PREPEND_PUNCTUATION = "\"'\u201c\u00bf([{-"
 APPEND_PUNCTUATION = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001"
 # The prefix is at most half of the decoder's context, as Whisper's own prompts are.
 MAX_PREFIX_TOKENS = 200
+# Read speech runs at up to about 10 tokens a second (the fastest clip of the shared data has
+# 9.8). A decode may write 15 a second of its clip's audio and a few more: room for any
+# speech, while a repetition loop ("1469, 1469, ...") stops there instead of at the decoder's
+# 224 tokens (a greedy partial of 2 s ran five times its usual time to get there).
+TOKENS_PER_SECOND_OF_AUDIO = 15
+SPARE_TOKENS = 16
 
 
 @dataclass
@@ -139,7 +146,12 @@ class WhisperEngine:
         # Every finished hypothesis of the beam comes back (at no extra cost): where the best
         # has no words, the next best with words may spare a second decode (``_go_on``).
         results = self._generate(
-            encoded, prompts, tokenizers[0], beam_size=options.beam_size, num_hypotheses=options.beam_size
+            encoded,
+            prompts,
+            tokenizers[0],
+            max_length=self._max_length(prompts, audios, options.beam_size),
+            beam_size=options.beam_size,
+            num_hypotheses=options.beam_size,
         )
         hypotheses = [
             self._hypothesis(t, r, 0, len(p)) for t, r, p in zip(tokenizers, results, prefixes, strict=True)
@@ -153,6 +165,7 @@ class WhisperEngine:
             results,
             encoded=encoded,
             features=features,
+            audios=audios,
             tokenizers=tokenizers,
             options=options,
             prefixes=prefixes,
@@ -220,6 +233,23 @@ class WhisperEngine:
             prompt = [tokenizer.sot_prev, *[*hotwords, *previous][-(half - 1) :]]
         return [*prompt, *tokenizer.sot_sequence, tokenizer.no_timestamps, *prefix]
 
+    def _max_length(self, prompts: Sequence[list[int]], audios: Sequence[Samples], beam_size: int) -> int:
+        """CTranslate2's ``max_length`` for a batch: for a greedy decode, room for every item's
+        prompt and for what its audio can hold (CTranslate2 lets a Whisper decode write half its
+        ``max_length``, the forced prefix included).
+
+        A beam search, and the fallback's sampling, keep the decoder's whole length: their
+        hypotheses are ranked, and a loop cut short still scores above the finished hypotheses
+        that would outlast it (a final read "1469, 1469, 1469, ..." where the whole length gave
+        "1469.")."""
+        if beam_size > 1:
+            return int(self._model.max_length)
+        room = max(
+            len(prompt) + math.ceil(len(audio) / SAMPLE_RATE * TOKENS_PER_SECOND_OF_AUDIO) + SPARE_TOKENS
+            for prompt, audio in zip(prompts, audios, strict=True)
+        )
+        return int(min(2 * room, self._model.max_length))
+
     def _suppressed(self, tokenizer: Any) -> list[int]:
         from faster_whisper.transcribe import get_suppressed_tokens
 
@@ -278,6 +308,7 @@ class WhisperEngine:
                 encoded,
                 [prompts[i] for i in failed],
                 tokenizers[failed[0]],
+                max_length=self._model.max_length,
                 beam_size=1,
                 num_hypotheses=BEST_OF,
                 sampling_topk=0,
@@ -313,6 +344,7 @@ class WhisperEngine:
         *,
         encoded: Any,
         features: Any,
+        audios: Sequence[Samples],
         tokenizers: list[Any],
         options: DecodeOptions,
         prefixes: list[list[int]],
@@ -352,10 +384,12 @@ class WhisperEngine:
             return
         if len(ended) < len(hypotheses):  # CTranslate2 cannot take a part of the encoded batch
             encoded = self._model.encode(np.ascontiguousarray(features[ended]))
+        prompts = [self._prompt(tokenizers[i], options, [*prefixes[i], *hypotheses[i].tokens]) for i in ended]
         results = self._generate(
             encoded,
-            [self._prompt(tokenizers[i], options, [*prefixes[i], *hypotheses[i].tokens]) for i in ended],
+            prompts,
             tokenizers[ended[0]],
+            max_length=self._max_length(prompts, [audios[i] for i in ended], options.beam_size),
             beam_size=options.beam_size,
         )
         for i, result in zip(ended, results, strict=True):
@@ -364,11 +398,13 @@ class WhisperEngine:
             if has_word(again.text):
                 hypotheses[i] = again
 
-    def _generate(self, encoded: Any, prompts: list[list[int]], tokenizer: Any, **search: Any) -> Any:
+    def _generate(
+        self, encoded: Any, prompts: list[list[int]], tokenizer: Any, *, max_length: int, **search: Any
+    ) -> Any:
         return self._model.model.generate(
             encoded,
             prompts,
-            max_length=self._model.max_length,
+            max_length=max_length,
             suppress_blank=True,
             suppress_tokens=self._suppressed(tokenizer),
             return_scores=True,

@@ -132,6 +132,21 @@ def test_a_prefix_the_model_only_ends_is_decoded_on_after_its_mark(
     assert calls.generate_calls == model_calls
 
 
+def test_a_greedy_loop_stops_at_what_its_clip_can_hold(engine: Engine, data_dir: Path) -> None:
+    """Forced to start a loop on 2 s of "1469, 1470", a greedy decode went on to the decoder's
+    224 tokens (72 words, three times the usual time); it stops at 15 tokens a second of its
+    clip and a few more. Bounded in tokens, so in words too."""
+    if isinstance(engine, ScriptedEngine):
+        pytest.skip("the scripted engine does not loop")
+    from streaming.whisper import SPARE_TOKENS, TOKENS_PER_SECOND_OF_AUDIO
+
+    seconds = 2.05
+    audio = decode_file((data_dir / "ljspeech/LJ001-0045.flac").read_bytes())[: round(seconds * RATE)]
+    [decoded] = engine.transcribe_batch([Clip(audio, prefix="1469, 1469, 1469,")], PARTIAL)
+    assert decoded.text.startswith("1469, 1469")  # it does loop
+    assert len(decoded.text.split()) <= seconds * TOKENS_PER_SECOND_OF_AUDIO + SPARE_TOKENS
+
+
 class _CountingModel:
     """CTranslate2's Whisper model, its ``generate`` calls counted."""
 

@@ -125,6 +125,13 @@ class Config:
         "speech) is cut to fit with 1 s to spare: 10 costs a third less CPU per partial, for "
         "partials with less context (docs/benchmarks.md); below 10 Whisper loses words",
     )
+    load_partial_encoder_window: float = _opt(
+        10.0,
+        "seconds of audio the encoder sees for a partial while the model workers are behind (as "
+        "load_context), at most partial_encoder_window: at 8 streams on 2 cores half as many "
+        "partials again reach the screen (docs/benchmarks.md); set it to partial_encoder_window "
+        "to keep the whole window under load",
+    )
 
     # Decoding
     beam_size: int = _opt(5, "beam size of final decodes")
@@ -239,6 +246,10 @@ class Config:
             (
                 10.0 <= self.partial_encoder_window <= self.encoder_window,
                 "partial_encoder_window must be in [10, encoder_window] seconds",
+            ),
+            (
+                10.0 <= self.load_partial_encoder_window <= self.encoder_window,
+                "load_partial_encoder_window must be in [10, encoder_window] seconds",
             ),
             (self.max_frame_bytes >= 1024, "max_frame_bytes must be >= 1024"),
             (2 <= self.max_speakers <= MAX_CHANNELS, f"max_speakers must be in [2, {MAX_CHANNELS}]"),

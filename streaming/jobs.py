@@ -35,6 +35,9 @@ class Due:
     # A partial of a new utterance decoded beside the previous utterance's final (on another
     # worker): its words are shown, never committed, since they lack that final's context.
     preview: bool = False
+    # Asked for while the model workers are behind, and cheaper for it: less context, and for
+    # a partial the smaller encoder window (``load_context``, ``load_partial_encoder_window``).
+    lean: bool = False
 
     def ticketed(
         self,

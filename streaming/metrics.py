@@ -144,8 +144,9 @@ class Metrics:
         )
         self.lean = Counter(
             "streaming_lean_decodes",
-            "decodes of closed streams that carried load_context of context rather than "
-            "max_context, the model workers being behind",
+            "decodes of closed streams made cheaper because the model workers were behind: "
+            "load_context of context rather than max_context, and partials in the "
+            "load_partial_encoder_window",
             registry=self.registry,
         )
         self.closed = Counter(

@@ -356,7 +356,13 @@ class Session:
 
     # ------------------------------------------------------------------ decoding
 
-    def _options(self, track: Track, *, partial: bool) -> DecodeOptions:
+    def _options(self, track: Track, *, partial: bool, lean: bool) -> DecodeOptions:
+        if not partial:
+            window = self.settings.encoder_window
+        elif lean:
+            window = self.settings.load_partial_encoder_window
+        else:
+            window = self.settings.partial_encoder_window
         return DecodeOptions(
             language=self.stream.language,
             task=self.stream.task,
@@ -366,7 +372,7 @@ class Session:
             prompt=self._captions.prompt(track.index, self.stream.prompt),
             hotwords=self.stream.hotwords or None,
             temperature_fallback=not partial,
-            encoder_window=self.settings.partial_encoder_window if partial else self.settings.encoder_window,
+            encoder_window=window,
         )
 
     def _dispatch(self) -> None:
@@ -397,7 +403,7 @@ class Session:
         job = due.ticketed(
             ticket=next(self._tickets),
             session_id=self.id,
-            options=self._options(track, partial=not final),
+            options=self._options(track, partial=not final, lean=due.lean),
             stale_since=track.shown_at,
             track=track.index,
             voices=voices,

@@ -20,6 +20,7 @@ class TrackSettings:
 
     max_decode: int  # samples: the longest clip that fits the encoder window with its margin
     max_partial: int  # the same for a partial's (smaller) window
+    load_partial: int  # the same while the model workers are behind
     max_context: int  # samples of committed speech a decode may carry before the new speech
     load_context: int  # the same while the model workers are behind
     commit_bound: float  # seconds a spoken word may wait for its commit
@@ -51,6 +52,7 @@ class SessionSettings:
     max_unsent_messages: int
     encoder_window: float
     partial_encoder_window: float
+    load_partial_encoder_window: float
     max_context: float
     load_context: float
     commit_bound: float
@@ -74,6 +76,9 @@ class SessionSettings:
             max_unsent_messages=config.max_unsent_messages,
             encoder_window=config.encoder_window,
             partial_encoder_window=config.partial_encoder_window,
+            load_partial_encoder_window=min(
+                config.load_partial_encoder_window, config.partial_encoder_window
+            ),
             max_context=config.max_context,
             load_context=config.load_context,
             commit_bound=config.commit_bound,
@@ -128,6 +133,7 @@ class SessionSettings:
         return TrackSettings(
             max_decode=round((self.encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
             max_partial=round((self.partial_encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
+            load_partial=round((self.load_partial_encoder_window - WINDOW_MARGIN) * SAMPLE_RATE),
             max_context=round(self.max_context * SAMPLE_RATE),
             load_context=round(min(self.load_context, self.max_context) * SAMPLE_RATE),
             commit_bound=self.commit_bound,

@@ -176,14 +176,23 @@ class Track:
     def next_job(self, now: float, *, partials: bool, lean: bool = False) -> Due | None:
         """The decode due now, if any; ``lean`` while the model workers are behind: it carries
         at most ``load_context`` of context, which costs the decoder less (the prefix is forced
-        token by token), so that more streams keep up."""
+        token by token), and a partial fits the smaller ``load_partial`` window, which costs the
+        encoder less, so that more streams keep up."""
         due = self._next_job(now, partials=partials, lean=lean)
-        if due is not None and lean and self.settings.load_context < self.settings.max_context:
+        if due is not None and due.lean:
             self.stats.lean += 1
         return due
 
     def _context(self, lean: bool) -> int:
         return self.settings.load_context if lean else self.settings.max_context
+
+    def _leaner(self, lean: bool, *, partial: bool) -> bool:
+        """Is a decode asked for while the workers are behind cheaper than it would be?"""
+        settings = self.settings
+        return lean and (
+            settings.load_context < settings.max_context
+            or (partial and settings.load_partial < settings.max_partial)
+        )
 
     def _next_job(self, now: float, *, partials: bool, lean: bool) -> Due | None:
         if self._eager_may_supersede():
@@ -199,7 +208,7 @@ class Track:
             retry = closed.start == self.unheard.skip_retry
             context = SKIP_RETRY_CONTEXT if retry else self._context(lean)
             clip, start = self._clip(closed.end, closed.start, self.settings.max_decode, context)
-            return Due("final", clip, start)
+            return Due("final", clip, start, lean=not retry and self._leaner(lean, partial=False))
         segmenter = self.segmenter
         open_start = segmenter.open_start
         if open_start is None:
@@ -210,16 +219,19 @@ class Track:
                 clip, start = self._clip(
                     segmenter.received, open_start, self.settings.max_decode, self._context(lean)
                 )
-                return Due("final", clip, start, speculative=True)
+                return Due("final", clip, start, speculative=True, lean=self._leaner(lean, partial=False))
             return None
         if not partials or segmenter.open_samples < self.last_partial_size + MIN_PARTIAL_GROWTH:
             return None
         if now < self.last_partial_at + self.settings.partial_interval:
             return None
-        clip, start = self._clip(segmenter.received, open_start, self._partial_length(), self._context(lean))
+        leaner = self._leaner(lean, partial=True)
+        clip, start = self._clip(
+            segmenter.received, open_start, self._partial_length(leaner), self._context(lean)
+        )
         # A preview of the utterance on its way shows the first words already.
         first = open_start != self._shown_from and self.preview is None
-        return Due("partial", clip, start, urgent=self._urgent(), first=first)
+        return Due("partial", clip, start, urgent=self._urgent(), first=first, lean=leaner)
 
     @property
     def preview(self) -> Job | None:
@@ -288,14 +300,16 @@ class Track:
             self.last_partial_at = now
             self.last_partial_size = self.segmenter.open_samples
 
-    def _partial_length(self) -> int:
-        """The longest clip a partial may take: the partial window's, unless the speech not
-        committed yet does not fit it (partials shed under load, or speech no decode worded),
-        for words a partial does not hear before its clip would never be heard again."""
+    def _partial_length(self, lean: bool) -> int:
+        """The longest clip a partial may take: the partial window's (``lean``: the smaller one
+        while the workers are behind), unless the speech not committed yet does not fit it
+        (partials shed under load, or speech no decode worded), for words a partial does not
+        hear before its clip would never be heard again."""
+        longest = self.settings.load_partial if lean else self.settings.max_partial
         received = self.segmenter.received
         first = self._uncommitted_from([*self.unheard.ranges, *self.segmenter.speech_ranges()])
-        if received - (received if first is None else first) + CONTEXT_LEAD <= self.settings.max_partial:
-            return self.settings.max_partial
+        if received - (received if first is None else first) + CONTEXT_LEAD <= longest:
+            return longest
         return self.settings.max_decode
 
     def _uncommitted_from(self, ranges: Sequence[tuple[int, int]]) -> int | None:

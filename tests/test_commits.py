@@ -533,8 +533,9 @@ def test_decodes_carry_at_most_max_context_and_partials_fit_their_window() -> No
 
 def test_while_the_workers_are_behind_decodes_carry_load_context_and_lose_nothing() -> None:
     """The scheduler says the workers are behind: the decodes asked for meanwhile carry at most
-    ``load_context`` of context (cheaper, the prefix being forced token by token), counted;
-    once it says they caught up, the whole ``max_context`` again."""
+    ``load_context`` of context (cheaper, the prefix being forced token by token), and partials
+    take the smaller ``load_partial_encoder_window`` (cheaper for the encoder), counted; once it
+    says they caught up, the whole ``max_context`` and window again."""
     speech = talk(*range(200, 1400, 100), word=0.8)  # 10.8 s without a pause
     audio = np.concatenate([speech, silence(0.8), talk(1500, 1600, word=0.8), silence(1.0)])
     behind = [False]
@@ -558,6 +559,12 @@ def test_while_the_workers_are_behind_decodes_carry_load_context_and_lose_nothin
     assert max(words[:early]) > 4
     assert 0 < max(words[early:]) <= 4, words
     assert h.session.track_stats[0].lean == len(words) - early
+    windows = {(job.kind, i >= early, job.options.encoder_window) for i, (job, _) in enumerate(h.engine_jobs)}
+    assert {w for w in windows if w[0] == "partial"} == {("partial", False, 15.0), ("partial", True, 10.0)}
+    assert {w[2] for w in windows if w[0] == "final"} == {15.0}
+    for job, _ in h.engine_jobs[early:]:
+        if job.kind == "partial":
+            assert len(job.clip.audio) <= 9 * RATE  # fits its window with the margin
 
 
 class StopAtTheEndEngine(ScriptedEngine):

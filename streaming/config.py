@@ -115,7 +115,7 @@ class Config:
     load_context: float = _opt(
         4.0,
         "seconds of context (as max_context) a stream's decode carries while the model workers "
-        "are behind (finals waited 0.25 s or more on average over the last 5 s): cheaper "
+        "are behind (finals, or partials, waited 0.25 s or more on average over the last 5 s): cheaper "
         "decodes, at some accuracy, so that more streams keep up (docs/benchmarks.md); set it "
         "to max_context to keep the whole context under load",
     )

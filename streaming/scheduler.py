@@ -26,8 +26,8 @@
   (``eager_shed``); the session then decodes the utterance when it closes;
 - bounded: at most ``max_finals`` finals wait (more is :class:`Overloaded`), at most one
   partial per session;
-- it says when the workers are behind (:meth:`DecodeQueue.behind`: finals have been waiting),
-  so that sessions can ask for cheaper decodes.
+- it says when the workers are behind (:meth:`DecodeQueue.behind`: finals, or partials, have
+  been waiting), so that sessions can ask for cheaper decodes.
 
 :class:`Scheduler` runs the queue on ``workers`` threads that alone call the engine (on a CPU,
 two workers of one thread each decode about a fifth more than one worker of two threads:
@@ -63,9 +63,12 @@ from streaming.voices import Embedder
 
 logger = logging.getLogger(__name__)
 
-# The workers are behind while finals waited this long on average (those taken over the last
-# LOAD_WINDOW seconds, and those waiting): at one stream a final waits for nothing, at the
-# capacity limit for about a decode. Sessions then decode with less context (``load_context``).
+# The workers are behind while finals, or partials, waited this long on average (those taken
+# over the last LOAD_WINDOW seconds, and those waiting): at one stream a decode waits for
+# nothing, at the capacity limit a final waits about a decode. Sessions then decode with less
+# context (``load_context``) and partials in a smaller window (``load_partial_encoder_window``).
+# Finals go first, so at 8 streams on 2 cores they waited 0.1 s at the median while partials
+# waited 0.7 s: the partials' waits tell that load first.
 BEHIND_WAIT = 0.25
 LOAD_WINDOW = 5.0
 
@@ -123,7 +126,8 @@ class DecodeQueue(Generic[T]):
         self.partial_max_age = partial_max_age
         self._finals: deque[Waiting[T]] = deque()
         self._partials: OrderedDict[tuple[str, int, bool], Waiting[T]] = OrderedDict()
-        self._final_waits: deque[tuple[float, float]] = deque()  # (taken at, waited), recent
+        # Per kind, (taken at, waited) of the decodes taken in the last LOAD_WINDOW seconds.
+        self._waits: dict[str, deque[tuple[float, float]]] = {"final": deque(), "partial": deque()}
         self.stats = SchedulerStats()
 
     def __len__(self) -> int:
@@ -156,25 +160,32 @@ class DecodeQueue(Generic[T]):
         self._forget_waits(now)
         if self._finals:
             batch = _take_alike(self._finals, self.batch_size)
-            self._final_waits.extend((now, now - w.submitted) for w in batch)
         else:
             queue = deque(sorted(self._partials.values(), key=_partial_rank))
             batch = _take_alike(queue, self.partial_batch_size)
             for waiting in batch:
                 del self._partials[waiting.job.stream_key]
+        for waiting in batch:
+            self._waits[waiting.job.kind].append((now, now - waiting.submitted))
         self._count()
         return batch, shed
 
     def behind(self, now: float) -> bool:
-        """Are the workers behind? Finals waited ``BEHIND_WAIT`` or more on average, those
-        taken in the last ``LOAD_WINDOW`` seconds and those still waiting."""
+        """Are the workers behind? Finals, or partials, waited ``BEHIND_WAIT`` or more on
+        average: those taken (or, partials, shed) in the last ``LOAD_WINDOW`` seconds and those
+        still waiting."""
         self._forget_waits(now)
-        waits = [waited for _, waited in self._final_waits] + [now - w.submitted for w in self._finals]
-        return bool(waits) and sum(waits) / len(waits) >= BEHIND_WAIT
+        waiting = {"final": list(self._finals), "partial": list(self._partials.values())}
+        for kind, taken in self._waits.items():
+            waits = [waited for _, waited in taken] + [now - w.submitted for w in waiting[kind]]
+            if waits and sum(waits) / len(waits) >= BEHIND_WAIT:
+                return True
+        return False
 
     def _forget_waits(self, now: float) -> None:
-        while self._final_waits and now - self._final_waits[0][0] > LOAD_WINDOW:
-            self._final_waits.popleft()
+        for taken in self._waits.values():
+            while taken and now - taken[0][0] > LOAD_WINDOW:
+                taken.popleft()
 
     def clear(self) -> list[T]:
         tokens = [w.token for w in (*self._finals, *self._partials.values())]
@@ -190,7 +201,9 @@ class DecodeQueue(Generic[T]):
             if now - w.submitted > self.partial_max_age and not (w.job.urgent or w.job.first)
         ]
         self.stats.partials_shed += len(stale)
-        return [self._partials.pop(sid).token for sid in stale]
+        shed = [self._partials.pop(sid) for sid in stale]
+        self._waits["partial"].extend((now, now - w.submitted) for w in shed)
+        return [w.token for w in shed]
 
     def _count(self) -> None:
         self.stats.queued_finals = len(self._finals)

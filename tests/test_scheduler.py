@@ -162,6 +162,33 @@ def test_the_workers_are_behind_while_finals_wait_and_not_once_they_caught_up() 
     assert q.behind(10.0 + 2 * BEHIND_WAIT)  # a final waiting counts with its wait so far
 
 
+def test_the_workers_are_behind_while_partials_wait_though_finals_do_not() -> None:
+    """Finals go first: under load they wait for little while the partials wait. The partials'
+    waits say so, those decoded and those shed alike."""
+    q = DecodeQueue[str](batch_size=1, max_finals=8, partial_max_age=5.0)
+    q.add(job("a", "partial"), "a1", now=0.0)
+    q.take(now=0.05)  # one stream: its partial waits for nothing
+    assert not q.behind(0.1)
+    for i in range(3):
+        q.add(job(f"s{i}", "partial"), f"s{i}", now=1.0)
+    q.add(job("f"), "f", now=1.15)
+    q.take(now=1.2)  # the final, at once
+    assert not q.behind(1.2)  # partials waiting 0.2 s: not yet
+    q.take(now=1.6)
+    assert q.behind(1.6)  # partial waits of 0.05 and 0.6 s, and two waiting 0.6 s
+    q.take(now=1.7)
+    q.take(now=1.8)
+    assert q.behind(1.8)
+    assert not q.behind(1.9 + LOAD_WINDOW)  # nothing waited since
+    # Partials shed for their age waited too.
+    q = queue(batch_size=1)
+    q.add(job("b", "partial"), "b1", now=0.0)
+    q.add(job("c", "partial"), "c1", now=0.0)
+    _, shed = q.take(now=q.partial_max_age + 0.1)
+    assert sorted(shed) == ["b1", "c1"]
+    assert q.behind(q.partial_max_age + 0.2)
+
+
 def test_clear_returns_every_waiting_token() -> None:
     q = queue()
     q.add(job("a"), "fa", now=0.0)

@@ -182,6 +182,8 @@ def measure(base: str, pid: int, clip: Window, n: int) -> dict[str, Any]:
         "partials_decoded": delta('streaming_decodes_total{kind="partial"}'),
         "partials_shed": delta('streaming_partials_dropped_total{reason="shed"}'),
         "finals_decoded": delta('streaming_decodes_total{kind="final"}'),
+        # Decodes made cheaper while the workers were behind (less context, a smaller window).
+        "lean_decodes": delta("streaming_lean_decodes_total"),
         "mean_batch": delta("streaming_batched_items_total") / batches if batches else 0.0,
         "model_seconds": delta("streaming_model_seconds_total"),
         # What the finals cost (streaming.capacity): model seconds, decodes, utterances done

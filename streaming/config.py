@@ -115,7 +115,7 @@ class Config:
     load_context: float = _opt(
         4.0,
         "seconds of context (as max_context) a stream's decode carries while the model workers "
-        "are behind (finals, or partials, waited 0.25 s or more on average over the last 5 s): cheaper "
+        "are behind on finals (finals waited 0.25 s or more on average over the last 5 s): cheaper "
         "decodes, at some accuracy, so that more streams keep up (docs/benchmarks.md); set it "
         "to max_context to keep the whole context under load",
     )
@@ -127,10 +127,10 @@ class Config:
     )
     load_partial_encoder_window: float = _opt(
         10.0,
-        "seconds of audio the encoder sees for a partial while the model workers are behind (as "
-        "load_context), at most partial_encoder_window: at 8 streams on 2 cores half as many "
-        "partials again reach the screen (docs/benchmarks.md); set it to partial_encoder_window "
-        "to keep the whole window under load",
+        "seconds of audio the encoder sees for a partial while the model workers are behind on "
+        "partials (they waited 0.25 s or more on average over the last 5 s), at most "
+        "partial_encoder_window: cheaper partials, so that more of them reach the screen under "
+        "load (docs/benchmarks.md); set it to partial_encoder_window to keep the whole window",
     )
 
     # Decoding

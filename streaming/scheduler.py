@@ -27,7 +27,7 @@
 - bounded: at most ``max_finals`` finals wait (more is :class:`Overloaded`), at most one
   partial per session;
 - it says when the workers are behind (:meth:`DecodeQueue.behind`: finals, or partials, have
-  been waiting), so that sessions can ask for cheaper decodes.
+  been waiting), so that sessions can ask for cheaper decodes (:class:`~streaming.jobs.Behind`).
 
 :class:`Scheduler` runs the queue on ``workers`` threads that alone call the engine (on a CPU,
 two workers of one thread each decode about a fifth more than one worker of two threads:
@@ -50,6 +50,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -58,17 +59,14 @@ from streaming.clock import Clock, MonotonicClock
 from streaming.config import MODEL_SAMPLE_RATE
 from streaming.engine import Decoded, Engine
 from streaming.errors import Overloaded
-from streaming.jobs import Job, with_voiceprints
+from streaming.jobs import Behind, Job, JobKind, with_voiceprints
 from streaming.voices import Embedder
 
 logger = logging.getLogger(__name__)
 
-# The workers are behind while finals, or partials, waited this long on average (those taken
-# over the last LOAD_WINDOW seconds, and those waiting): at one stream a decode waits for
-# nothing, at the capacity limit a final waits about a decode. Sessions then decode with less
-# context (``load_context``) and partials in a smaller window (``load_partial_encoder_window``).
-# Finals go first, so at 8 streams on 2 cores they waited 0.1 s at the median while partials
-# waited 0.7 s: the partials' waits tell that load first.
+# The workers are behind on finals, or on partials, while they waited this long on average
+# (those taken over the last LOAD_WINDOW seconds, and those waiting): at one stream a decode
+# waits for nothing, at the capacity limit a final waits about a decode.
 BEHIND_WAIT = 0.25
 LOAD_WINDOW = 5.0
 
@@ -127,7 +125,7 @@ class DecodeQueue(Generic[T]):
         self._finals: deque[Waiting[T]] = deque()
         self._partials: OrderedDict[tuple[str, int, bool], Waiting[T]] = OrderedDict()
         # Per kind, (taken at, waited) of the decodes taken in the last LOAD_WINDOW seconds.
-        self._waits: dict[str, deque[tuple[float, float]]] = {"final": deque(), "partial": deque()}
+        self._waits: dict[JobKind, deque[tuple[float, float]]] = {"final": deque(), "partial": deque()}
         self.stats = SchedulerStats()
 
     def __len__(self) -> int:
@@ -170,17 +168,19 @@ class DecodeQueue(Generic[T]):
         self._count()
         return batch, shed
 
-    def behind(self, now: float) -> bool:
-        """Are the workers behind? Finals, or partials, waited ``BEHIND_WAIT`` or more on
-        average: those taken (or, partials, shed) in the last ``LOAD_WINDOW`` seconds and those
-        still waiting."""
+    def behind(self, now: float) -> Behind:
+        """Are the workers behind, on finals and on partials? They are on a kind whose decodes
+        waited ``BEHIND_WAIT`` or more on average: those taken (or, partials, shed) in the last
+        ``LOAD_WINDOW`` seconds and those still waiting."""
         self._forget_waits(now)
-        waiting = {"final": list(self._finals), "partial": list(self._partials.values())}
-        for kind, taken in self._waits.items():
-            waits = [waited for _, waited in taken] + [now - w.submitted for w in waiting[kind]]
-            if waits and sum(waits) / len(waits) >= BEHIND_WAIT:
-                return True
-        return False
+        return Behind(
+            finals=self._waited(now, "final", self._finals),
+            partials=self._waited(now, "partial", self._partials.values()),
+        )
+
+    def _waited(self, now: float, kind: JobKind, waiting: Iterable[Waiting[T]]) -> bool:
+        waits = [waited for _, waited in self._waits[kind]] + [now - w.submitted for w in waiting]
+        return bool(waits) and sum(waits) / len(waits) >= BEHIND_WAIT
 
     def _forget_waits(self, now: float) -> None:
         for taken in self._waits.values():
@@ -302,7 +302,7 @@ class Scheduler:
         for future in waiting:
             self._settle(future, SchedulerStopped("the server is shutting down"))
 
-    def behind(self) -> bool:
+    def behind(self) -> Behind:
         """See :meth:`DecodeQueue.behind`."""
         with self._cond:
             return self._queue.behind(self._clock.now())

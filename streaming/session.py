@@ -47,7 +47,7 @@ from streaming.errors import (
     StreamingError,
     UnexpectedMessage,
 )
-from streaming.jobs import Due, Job
+from streaming.jobs import NOT_BEHIND, Behind, Due, Job
 from streaming.messages import Transcript, Word
 from streaming.settings import SessionSettings
 from streaming.timing import Observer, Timing
@@ -75,11 +75,11 @@ class Session:
         new_segmenter: Callable[[], Segmenter],
         clock: Clock,
         observer: Observer | None = None,
-        behind: Callable[[], bool] | None = None,
+        behind: Callable[[], Behind] | None = None,
     ) -> None:
         self.id = session_id
-        # Are the model workers behind? Then decodes carry less context (``load_context``).
-        self._behind = behind or (lambda: False)
+        # Are the model workers behind? Then decodes are made cheaper (see :class:`Behind`).
+        self._behind = behind or (lambda: NOT_BEHIND)
         self.stream = stream
         self.settings = settings
         self.phase = Phase.OPEN
@@ -356,10 +356,10 @@ class Session:
 
     # ------------------------------------------------------------------ decoding
 
-    def _options(self, track: Track, *, partial: bool, lean: bool) -> DecodeOptions:
+    def _options(self, track: Track, *, partial: bool, load_window: bool) -> DecodeOptions:
         if not partial:
             window = self.settings.encoder_window
-        elif lean:
+        elif load_window:
             window = self.settings.load_partial_encoder_window
         else:
             window = self.settings.partial_encoder_window
@@ -382,12 +382,12 @@ class Session:
             return
         now = self._clock.now()
         partials = self.phase is Phase.OPEN and self._wants_partials()
-        lean = self._behind()
+        behind = self._behind()
         for track in self._tracks:
             preview = track.preview_job(partials=partials)
             if preview is not None:
                 self._start(track, preview, now)
-            due = track.next_job(now, partials=partials, lean=lean)
+            due = track.next_job(now, partials=partials, behind=behind)
             if due is not None:
                 self._start(track, due, now)
         self._maybe_final()
@@ -403,7 +403,7 @@ class Session:
         job = due.ticketed(
             ticket=next(self._tickets),
             session_id=self.id,
-            options=self._options(track, partial=not final, lean=due.lean),
+            options=self._options(track, partial=not final, load_window=due.load_window),
             stale_since=track.shown_at,
             track=track.index,
             voices=voices,

@@ -30,7 +30,7 @@ from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.eager import Eager
 from streaming.engine import Clip, Decoded
 from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
-from streaming.jobs import Due, Job
+from streaming.jobs import NOT_BEHIND, Behind, Due, Job
 from streaming.preview import Preview
 from streaming.settings import TrackSettings
 from streaming.spoken import Spoken, overlaps, spoken_words
@@ -68,7 +68,7 @@ class TrackStats:
     repeats_dropped: int = 0  # words that said the context, or their decode, again
     retries: int = 0  # finals decoded again for the speech they left unworded
     skips: int = 0  # finals that passed over speech between their words (then retried)
-    lean: int = 0  # decodes that carried less context, the model workers being behind
+    lean: int = 0  # decodes made cheaper (less context, a smaller window), the workers being behind
 
 
 class Track:
@@ -173,28 +173,23 @@ class Track:
 
     # ------------------------------------------------------------------ what to decode
 
-    def next_job(self, now: float, *, partials: bool, lean: bool = False) -> Due | None:
-        """The decode due now, if any; ``lean`` while the model workers are behind: it carries
-        at most ``load_context`` of context, which costs the decoder less (the prefix is forced
-        token by token), and a partial fits the smaller ``load_partial`` window, which costs the
-        encoder less, so that more streams keep up."""
-        due = self._next_job(now, partials=partials, lean=lean)
+    def next_job(self, now: float, *, partials: bool, behind: Behind = NOT_BEHIND) -> Due | None:
+        """The decode due now, if any. While the model workers are ``behind`` on finals it
+        carries at most ``load_context`` of context, which costs the decoder less (the prefix is
+        forced token by token); behind on partials, a partial fits the smaller ``load_partial``
+        window, which costs the encoder less: so that more streams keep up."""
+        due = self._next_job(now, partials=partials, behind=behind)
         if due is not None and due.lean:
             self.stats.lean += 1
         return due
 
-    def _context(self, lean: bool) -> int:
-        return self.settings.load_context if lean else self.settings.max_context
+    def _context(self, behind: Behind) -> int:
+        return self.settings.load_context if behind.finals else self.settings.max_context
 
-    def _leaner(self, lean: bool, *, partial: bool) -> bool:
-        """Is a decode asked for while the workers are behind cheaper than it would be?"""
-        settings = self.settings
-        return lean and (
-            settings.load_context < settings.max_context
-            or (partial and settings.load_partial < settings.max_partial)
-        )
+    def _less_context(self, behind: Behind) -> bool:
+        return behind.finals and self.settings.load_context < self.settings.max_context
 
-    def _next_job(self, now: float, *, partials: bool, lean: bool) -> Due | None:
+    def _next_job(self, now: float, *, partials: bool, behind: Behind) -> Due | None:
         if self._eager_may_supersede():
             # The pause's eager final hears everything the partial in flight does, and more:
             # its result is what matters now, and the partial's will be ignored.
@@ -206,9 +201,9 @@ class Track:
         if self.waiting:
             closed = self.waiting[0]
             retry = closed.start == self.unheard.skip_retry
-            context = SKIP_RETRY_CONTEXT if retry else self._context(lean)
+            context = SKIP_RETRY_CONTEXT if retry else self._context(behind)
             clip, start = self._clip(closed.end, closed.start, self.settings.max_decode, context)
-            return Due("final", clip, start, lean=not retry and self._leaner(lean, partial=False))
+            return Due("final", clip, start, lean=not retry and self._less_context(behind))
         segmenter = self.segmenter
         open_start = segmenter.open_start
         if open_start is None:
@@ -217,21 +212,29 @@ class Track:
             # A pause adds no words, and may end the utterance: decode its final now.
             if self.eager.wanted(segmenter.silence_start) and self._uncommitted_speech():
                 clip, start = self._clip(
-                    segmenter.received, open_start, self.settings.max_decode, self._context(lean)
+                    segmenter.received, open_start, self.settings.max_decode, self._context(behind)
                 )
-                return Due("final", clip, start, speculative=True, lean=self._leaner(lean, partial=False))
+                return Due("final", clip, start, speculative=True, lean=self._less_context(behind))
             return None
         if not partials or segmenter.open_samples < self.last_partial_size + MIN_PARTIAL_GROWTH:
             return None
         if now < self.last_partial_at + self.settings.partial_interval:
             return None
-        leaner = self._leaner(lean, partial=True)
+        load_window = behind.partials and self.settings.load_partial < self.settings.max_partial
         clip, start = self._clip(
-            segmenter.received, open_start, self._partial_length(leaner), self._context(lean)
+            segmenter.received, open_start, self._partial_length(load_window), self._context(behind)
         )
         # A preview of the utterance on its way shows the first words already.
         first = open_start != self._shown_from and self.preview is None
-        return Due("partial", clip, start, urgent=self._urgent(), first=first, lean=leaner)
+        return Due(
+            "partial",
+            clip,
+            start,
+            urgent=self._urgent(),
+            first=first,
+            lean=load_window or self._less_context(behind),
+            load_window=load_window,
+        )
 
     @property
     def preview(self) -> Job | None:
@@ -300,12 +303,12 @@ class Track:
             self.last_partial_at = now
             self.last_partial_size = self.segmenter.open_samples
 
-    def _partial_length(self, lean: bool) -> int:
-        """The longest clip a partial may take: the partial window's (``lean``: the smaller one
-        while the workers are behind), unless the speech not committed yet does not fit it
-        (partials shed under load, or speech no decode worded), for words a partial does not
-        hear before its clip would never be heard again."""
-        longest = self.settings.load_partial if lean else self.settings.max_partial
+    def _partial_length(self, load_window: bool) -> int:
+        """The longest clip a partial may take: the partial window's (``load_window``: the
+        smaller one while the workers are behind on partials), unless the speech not committed
+        yet does not fit it (partials shed under load, or speech no decode worded), for words a
+        partial does not hear before its clip would never be heard again."""
+        longest = self.settings.load_partial if load_window else self.settings.max_partial
         received = self.segmenter.received
         first = self._uncommitted_from([*self.unheard.ranges, *self.segmenter.speech_ranges()])
         if received - (received if first is None else first) + CONTEXT_LEAD <= longest:

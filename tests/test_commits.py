@@ -12,7 +12,7 @@ import pytest
 
 from streaming.config import StreamConfig
 from streaming.engine import Clip, Decoded, DecodedWord, DecodeOptions
-from streaming.jobs import Job
+from streaming.jobs import Behind, Job
 from tests.fakes import RATE, ScriptedEngine, heard_words, silence, tone
 from tests.test_session import Harness
 
@@ -531,14 +531,16 @@ def test_decodes_carry_at_most_max_context_and_partials_fit_their_window() -> No
     assert 0 < longest[1.5] <= 4 < longest[14.0], longest
 
 
-def test_while_the_workers_are_behind_decodes_carry_load_context_and_lose_nothing() -> None:
-    """The scheduler says the workers are behind: the decodes asked for meanwhile carry at most
-    ``load_context`` of context (cheaper, the prefix being forced token by token), and partials
-    take the smaller ``load_partial_encoder_window`` (cheaper for the encoder), counted; once it
-    says they caught up, the whole ``max_context`` and window again."""
+@pytest.mark.parametrize("on", ["finals", "partials"])
+def test_while_the_workers_are_behind_decodes_are_cheaper_and_lose_nothing(on: str) -> None:
+    """The scheduler says the workers are behind. On finals, the decodes asked for meanwhile
+    carry at most ``load_context`` of context (cheaper, the prefix being forced token by token);
+    on partials, partials take the smaller ``load_partial_encoder_window`` (cheaper for the
+    encoder) and keep their context. Counted; once it says they caught up, the whole
+    ``max_context`` and window again."""
     speech = talk(*range(200, 1400, 100), word=0.8)  # 10.8 s without a pause
     audio = np.concatenate([speech, silence(0.8), talk(1500, 1600, word=0.8), silence(1.0)])
-    behind = [False]
+    behind = [Behind()]
     h = Harness(
         partial_interval=0.5,
         commit_bound=1.5,
@@ -550,21 +552,32 @@ def test_while_the_workers_are_behind_decodes_carry_load_context_and_lose_nothin
     half = len(speech) // 2
     h.audio(audio[:half])
     early = len(h.engine_jobs)
-    behind[0] = True
+    behind[0] = Behind(finals=on == "finals", partials=on == "partials")
     h.audio(audio[half:])
     h.text({"type": "end"})
     assert [w for w, _, _ in committed(h)] == expected(audio)
+    late = h.engine_jobs[early:]
     words = [len(job.clip.prefix.split()) for job, _ in h.engine_jobs]
     # The scripted words are 0.5 s long at most, 0.1 s apart: 1.5 s holds at most four.
     assert max(words[:early]) > 4
-    assert 0 < max(words[early:]) <= 4, words
-    assert h.session.track_stats[0].lean == len(words) - early
     windows = {(job.kind, i >= early, job.options.encoder_window) for i, (job, _) in enumerate(h.engine_jobs)}
-    assert {w for w in windows if w[0] == "partial"} == {("partial", False, 15.0), ("partial", True, 10.0)}
     assert {w[2] for w in windows if w[0] == "final"} == {15.0}
-    for job, _ in h.engine_jobs[early:]:
-        if job.kind == "partial":
-            assert len(job.clip.audio) <= 9 * RATE  # fits its window with the margin
+    if on == "finals":
+        assert 0 < max(words[early:]) <= 4, words
+        assert {w for w in windows if w[0] == "partial"} == {
+            ("partial", False, 15.0),
+            ("partial", True, 15.0),
+        }
+        assert h.session.track_stats[0].lean == len(late)
+    else:
+        assert max(words[early:]) > 4
+        assert {w for w in windows if w[0] == "partial"} == {
+            ("partial", False, 15.0),
+            ("partial", True, 10.0),
+        }
+        partials = [job for job, _ in late if job.kind == "partial"]
+        assert all(len(job.clip.audio) <= 9 * RATE for job in partials)  # fits with the margin
+        assert h.session.track_stats[0].lean == len(partials)
 
 
 class StopAtTheEndEngine(ScriptedEngine):

@@ -14,7 +14,7 @@ import pytest
 from streaming.clock import ManualClock
 from streaming.engine import Clip, Decoded, DecodeOptions
 from streaming.errors import Overloaded
-from streaming.jobs import Job, JobKind
+from streaming.jobs import Behind, Job, JobKind
 from streaming.logs import SessionFilter
 from streaming.scheduler import BEHIND_WAIT, LOAD_WINDOW, DecodeFailed, DecodeQueue, Scheduler
 from tests.fakes import FINAL, PARTIAL
@@ -145,21 +145,21 @@ def test_the_final_queue_is_bounded() -> None:
 
 def test_the_workers_are_behind_while_finals_wait_and_not_once_they_caught_up() -> None:
     q = queue(batch_size=1)
-    assert not q.behind(0.0)  # nothing decoded: not behind
+    assert not q.behind(0.0).finals  # nothing decoded: not behind
     q.add(job("a"), "a1", now=0.0)
     q.take(now=0.05)  # one stream: its final waits for nothing
-    assert not q.behind(0.1)
+    assert not q.behind(0.1).finals
     for i in range(3):
         q.add(job(f"s{i}"), f"s{i}", now=1.0)
     q.take(now=1.6)
     q.take(now=2.0)
-    assert q.behind(2.0)  # waits of 0.05, 0.6 and 1.0 s, and one still waiting
+    assert q.behind(2.0).finals  # waits of 0.05, 0.6 and 1.0 s, and one still waiting
     q.take(now=2.1)
-    assert q.behind(2.1)
-    assert not q.behind(2.2 + LOAD_WINDOW)  # nothing waited since
+    assert q.behind(2.1).finals
+    assert not q.behind(2.2 + LOAD_WINDOW).finals  # nothing waited since
     q.add(job("b"), "b1", now=10.0)
-    assert not q.behind(10.1)
-    assert q.behind(10.0 + 2 * BEHIND_WAIT)  # a final waiting counts with its wait so far
+    assert not q.behind(10.1).finals
+    assert q.behind(10.0 + 2 * BEHIND_WAIT).finals  # a final waiting counts with its wait so far
 
 
 def test_the_workers_are_behind_while_partials_wait_though_finals_do_not() -> None:
@@ -168,25 +168,26 @@ def test_the_workers_are_behind_while_partials_wait_though_finals_do_not() -> No
     q = DecodeQueue[str](batch_size=1, max_finals=8, partial_max_age=5.0)
     q.add(job("a", "partial"), "a1", now=0.0)
     q.take(now=0.05)  # one stream: its partial waits for nothing
-    assert not q.behind(0.1)
+    assert not q.behind(0.1).partials
     for i in range(3):
         q.add(job(f"s{i}", "partial"), f"s{i}", now=1.0)
     q.add(job("f"), "f", now=1.15)
     q.take(now=1.2)  # the final, at once
-    assert not q.behind(1.2)  # partials waiting 0.2 s: not yet
+    assert not q.behind(1.2).partials  # partials waiting 0.2 s: not yet
     q.take(now=1.6)
-    assert q.behind(1.6)  # partial waits of 0.05 and 0.6 s, and two waiting 0.6 s
+    # Partial waits of 0.05 and 0.6 s, and two waiting 0.6 s; the final waited 0.05 s.
+    assert q.behind(1.6) == Behind(finals=False, partials=True)
     q.take(now=1.7)
     q.take(now=1.8)
-    assert q.behind(1.8)
-    assert not q.behind(1.9 + LOAD_WINDOW)  # nothing waited since
+    assert q.behind(1.8).partials
+    assert not q.behind(1.9 + LOAD_WINDOW).partials  # nothing waited since
     # Partials shed for their age waited too.
     q = queue(batch_size=1)
     q.add(job("b", "partial"), "b1", now=0.0)
     q.add(job("c", "partial"), "c1", now=0.0)
     _, shed = q.take(now=q.partial_max_age + 0.1)
     assert sorted(shed) == ["b1", "c1"]
-    assert q.behind(q.partial_max_age + 0.2)
+    assert q.behind(q.partial_max_age + 0.2).partials
 
 
 def test_clear_returns_every_waiting_token() -> None:

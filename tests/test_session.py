@@ -12,7 +12,7 @@ import pytest
 from streaming.clock import ManualClock
 from streaming.config import Config, StreamConfig
 from streaming.errors import Overloaded
-from streaming.jobs import Job, with_voiceprints
+from streaming.jobs import Behind, Job, with_voiceprints
 from streaming.messages import ServerMessage
 from streaming.session import Phase, Session
 from streaming.settings import SessionSettings
@@ -29,7 +29,7 @@ class Harness:
         stream: StreamConfig | None = None,
         *,
         embedder: Embedder | None = None,
-        behind: Callable[[], bool] | None = None,
+        behind: Callable[[], Behind] | None = None,
         **settings: object,
     ) -> None:
         self.clock = ManualClock()

@@ -63,7 +63,9 @@ def test_long_stream_wer_and_schema(long_result: Any, manifest: dict[str, Any]) 
     sent_words = [w for s in sent for w in s["words"]]
     assert as_sent(words) == as_sent(sent_words)
     changed = rewritten(sent_words, words)
-    assert all(a.endswith(".") for a, _ in changed), changed
+    # Only the stop a clip's end put there is rewritten (as_sent: never a word): "MSS?" read
+    # "MSS." once the next decode heard what follows.
+    assert all(a.endswith((".", "?", "!", "\u2026")) for a, _ in changed), changed
     assert words == sorted(words, key=lambda w: (w["start"], w["end"]))
     assert len(final["response"]["segments"]) < len(sent)
 

@@ -52,9 +52,14 @@ class Due:
     # worker): its words are shown, never committed, since they lack that final's context.
     preview: bool = False
     # Asked for while the model workers are behind, and cheaper for it (see :class:`Behind`):
-    # less context, or a partial in the smaller encoder window (``load_window``).
-    lean: bool = False
+    # ``load_context`` of context, or a partial in the smaller encoder window.
+    less_context: bool = False
     load_window: bool = False
+
+    @property
+    def lean(self) -> bool:
+        """Made cheaper because the workers are behind (counted in the track's stats)."""
+        return self.less_context or self.load_window
 
     def ticketed(
         self,

@@ -203,7 +203,7 @@ class Track:
             retry = closed.start == self.unheard.skip_retry
             context = SKIP_RETRY_CONTEXT if retry else self._context(behind)
             clip, start = self._clip(closed.end, closed.start, self.settings.max_decode, context)
-            return Due("final", clip, start, lean=not retry and self._less_context(behind))
+            return Due("final", clip, start, less_context=not retry and self._less_context(behind))
         segmenter = self.segmenter
         open_start = segmenter.open_start
         if open_start is None:
@@ -214,7 +214,7 @@ class Track:
                 clip, start = self._clip(
                     segmenter.received, open_start, self.settings.max_decode, self._context(behind)
                 )
-                return Due("final", clip, start, speculative=True, lean=self._less_context(behind))
+                return Due("final", clip, start, speculative=True, less_context=self._less_context(behind))
             return None
         if not partials or segmenter.open_samples < self.last_partial_size + MIN_PARTIAL_GROWTH:
             return None
@@ -232,7 +232,7 @@ class Track:
             start,
             urgent=self._urgent(),
             first=first,
-            lean=load_window or self._less_context(behind),
+            less_context=self._less_context(behind),
             load_window=load_window,
         )
 

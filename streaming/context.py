@@ -41,7 +41,12 @@ def repeats_itself(text: str, *, max_ratio: float = 2.4, max_run: int = 3) -> bo
 # anywhere that end the decode (a copy squeezed into the audio's tail, with nothing new after
 # it); or this many anywhere. Six anywhere dropped real speech: "that the forms of printed
 # letters should follow", said again within one window of the 5-minute LJ file (bench/predict.py).
+# Or this many that a decode's first new words say again right after the same words of its
+# prefix: the model read the prefix's end once more ("than the capital letters. The capital
+# letters The lower case being" on the 5-minute LJ file, "fairly well designed. And fairly well
+# designed." on held-out LJ speech, both committed); "no, no" is two words, and speech.
 REPEAT_AT_SENTENCE = 3
+REPEAT_AT_JOIN = 3
 REPEAT_AT_END = 6
 REPEAT_ANYWHERE = 8
 
@@ -53,9 +58,10 @@ def repeated(keys: Sequence[str], sentence_starts: Collection[int], first_new: i
     punctuation); ``sentence_starts`` the indices where a sentence begins. Prefixed with the
     context, a decode sometimes says a sentence again (the prefix's, or its own), squeezed into
     the audio's tail: a loop the prefix fed. Speakers seldom repeat the first three words of a
-    sentence verbatim at the start of another within a window, nor six words at a decode's end,
-    nor any eight, so such a run is dropped. An earlier run may not overlap the repeat ("no,
-    no, no" is speech)."""
+    sentence verbatim at the start of another within a window, nor three words right after
+    themselves where the decode's new words begin, nor six words at a decode's end, nor any
+    eight, so such a run is dropped. An earlier run may not overlap the repeat ("no, no, no" is
+    speech)."""
     dropped: list[int] = []
     i = first_new
     while i < len(keys):
@@ -66,6 +72,8 @@ def repeated(keys: Sequence[str], sentence_starts: Collection[int], first_new: i
                 run += 1
             if at in sentence_starts and i in sentence_starts:
                 needed = REPEAT_AT_SENTENCE
+            elif i == first_new and at + run == i:
+                needed = REPEAT_AT_JOIN
             elif i + run == len(keys):
                 needed = REPEAT_AT_END
             else:

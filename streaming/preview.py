@@ -51,17 +51,25 @@ class Preview:
         return segmenter.onset_after(final.end)
 
     def due(
-        self, final: Job | None, segmenter: Segmenter, history: History, *, min_samples: int
+        self,
+        final: Job | None,
+        segmenter: Segmenter,
+        history: History,
+        *,
+        new_samples: int,
+        resumed_samples: int,
     ) -> Due | None:
-        """A preview of the speech ``final`` does not hear, once it is ``min_samples`` long;
-        one per such start, and none while a pause goes on."""
+        """A preview of the speech ``final`` does not hear, once it is long enough: a new
+        utterance ``new_samples`` (the VAD opened it on speech already), speech that resumed
+        inside one ``resumed_samples``; one per such start, and none while a pause goes on."""
         origin = self.origin(final, segmenter)
+        needed = new_samples if origin == segmenter.open_start else resumed_samples
         if (
             origin is None
             or self.job is not None
             or origin == self._origin
             or segmenter.silence_start is not None
-            or segmenter.received - origin < min_samples
+            or segmenter.received - origin < needed
         ):
             return None
         start = max(origin - CONTEXT_LEAD, history.start)

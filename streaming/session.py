@@ -49,9 +49,10 @@ from streaming.errors import (
 )
 from streaming.jobs import NOT_BEHIND, Behind, Due, Job
 from streaming.messages import Transcript, Word
+from streaming.outcome import Outcome, TrackStats
 from streaming.settings import SessionSettings
 from streaming.timing import Observer, Timing
-from streaming.track import Outcome, Track, TrackStats
+from streaming.track import Track
 from streaming.vad import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,8 @@ class Session:
         for track in self._tracks:
             if track.preview is not None and track.preview.ticket == ticket:
                 self._emit(track, track.on_preview(decoded))
+            if track.displaced is not None and track.displaced.ticket == ticket:
+                self._emit(track, track.on_displaced(decoded))
             if track.in_flight is not None and track.in_flight[0].ticket == ticket:
                 job = track.in_flight[0]
                 if job.kind == "final":
@@ -217,6 +220,8 @@ class Session:
         for track in self._tracks:
             if track.preview is not None and track.preview.ticket == ticket:
                 track.previews.lost()
+            if track.displaced is not None and track.displaced.ticket == ticket:
+                track.displaced = None  # it only showed words
             if track.in_flight is None or track.in_flight[0].ticket != ticket:
                 continue
             if track.on_lost(track.in_flight[0]) is None:

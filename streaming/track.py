@@ -21,16 +21,17 @@ utterance, thrown away if speech resumes), then a partial of the open utterance.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from streaming.audio import History, Samples
-from streaming.committed import CONTEXT_LEAD, Committed, prefix_of
+from streaming.clips import Clips
+from streaming.committed import Committed
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.eager import Eager
-from streaming.engine import Clip, Decoded
+from streaming.engine import Decoded
 from streaming.events import SpeechStarted, SpeechStopped, UtteranceDone
 from streaming.jobs import NOT_BEHIND, Behind, Due, Job
+from streaming.outcome import Outcome, TrackStats
 from streaming.preview import Preview
 from streaming.settings import TrackSettings
 from streaming.spoken import Spoken, overlaps, spoken_words
@@ -44,31 +45,6 @@ MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
 # every agreed word, 0.067 with this age; beam-5 partials 0.063 at about a fifth more compute).
 AGREE_AGE = round(0.3 * SAMPLE_RATE)
 WINDOW_SAMPLES = 512  # one VAD window
-
-
-@dataclass
-class Outcome:
-    """What a decode result changed: words committed, and the uncommitted rest to show."""
-
-    committed: list[Spoken] = field(default_factory=list)
-    partial: list[Spoken] | None = None  # None: nothing new to show
-    partial_span: tuple[int, int] = (0, 0)
-    # The word committed before these, and its text as this decode ends it: the mark written
-    # where its own decode's clip stopped, rewritten by one that heard what follows.
-    amended: tuple[Spoken, str] | None = None
-
-
-@dataclass
-class TrackStats:
-    eager_used: int = 0
-    eager_discarded: int = 0  # speech resumed, or the decode was shed under load
-    forced: int = 0  # words committed by the time bound rather than by agreement
-    agreed: int = 0
-    context_resets: int = 0
-    repeats_dropped: int = 0  # words that said the context, or their decode, again
-    retries: int = 0  # finals decoded again for the speech they left unworded
-    skips: int = 0  # finals that passed over speech between their words (then retried)
-    lean: int = 0  # decodes made cheaper (less context, a smaller window), the workers being behind
 
 
 class Track:
@@ -89,7 +65,10 @@ class Track:
         self.unheard = Unheard()
         self.waiting: deque[Utterance] = deque()  # closed, not yet decoding
         self.in_flight: tuple[Job, Utterance | None] | None = None
+        # The partial in flight when a pause's eager final took its place (see on_displaced).
+        self.displaced: Job | None = None
         self.previews = Preview()
+        self.clips = Clips(self.history, self.committed, self.unheard, segmenter, settings)
         self._shown_until = -1  # the end of the last clip whose decode's words were shown
         self._shown_from = -1  # the open utterance whose words are on screen (or committed)
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
@@ -168,6 +147,7 @@ class Track:
     def clear(self) -> None:
         self.waiting.clear()
         self.in_flight = None
+        self.displaced = None
         self.previews.lost()
         self.eager.drop()
 
@@ -192,7 +172,8 @@ class Track:
     def _next_job(self, now: float, *, partials: bool, behind: Behind) -> Due | None:
         if self._eager_may_supersede():
             # The pause's eager final hears everything the partial in flight does, and more:
-            # its result is what matters now, and the partial's will be ignored.
+            # its result is what matters now, and the partial's only shows words meanwhile.
+            self.displaced = self._flight_job()
             self.in_flight = None
         if self.in_flight is not None:
             return None
@@ -202,7 +183,7 @@ class Track:
             closed = self.waiting[0]
             retry = closed.start == self.unheard.skip_retry
             context = SKIP_RETRY_CONTEXT if retry else self._context(behind)
-            clip, start = self._clip(closed.end, closed.start, self.settings.max_decode, context)
+            clip, start = self.clips.clip(closed.end, closed.start, self.settings.max_decode, context)
             return Due("final", clip, start, less_context=not retry and self._less_context(behind))
         segmenter = self.segmenter
         open_start = segmenter.open_start
@@ -211,7 +192,7 @@ class Track:
         if segmenter.silence_start is not None:
             # A pause adds no words, and may end the utterance: decode its final now.
             if self.eager.wanted(segmenter.silence_start) and self._uncommitted_speech():
-                clip, start = self._clip(
+                clip, start = self.clips.clip(
                     segmenter.received, open_start, self.settings.max_decode, self._context(behind)
                 )
                 return Due("final", clip, start, speculative=True, less_context=self._less_context(behind))
@@ -221,8 +202,8 @@ class Track:
         if now < self.last_partial_at + self.settings.partial_interval:
             return None
         load_window = behind.partials and self.settings.load_partial < self.settings.max_partial
-        clip, start = self._clip(
-            segmenter.received, open_start, self._partial_length(load_window), self._context(behind)
+        clip, start = self.clips.clip(
+            segmenter.received, open_start, self.clips.partial_length(load_window), self._context(behind)
         )
         # A preview of the utterance on its way shows the first words already.
         first = open_start != self._shown_from and self.preview is None
@@ -242,12 +223,22 @@ class Track:
         return self.previews.job
 
     def preview_job(self, *, partials: bool) -> Due | None:
-        """A preview of speech that the final in flight does not hear, if one is due."""
+        """A preview of speech that the final in flight does not hear, if one is due. A new
+        utterance's goes as soon as a first partial would, when the VAD opens it; it waited for
+        a partial interval of speech before, which a short word before a pause ("Now, as all
+        books") never has: at 8 streams, the previous final still decoding, that word first
+        reached the screen as its segment, 1.2 to 1.6 s after it began (docs/benchmarks.md).
+        Speech that resumed inside an utterance opens nothing: it waits for the interval, so
+        that its one preview hears a word."""
         if not partials:
             return None
         interval = round(self.settings.partial_interval * SAMPLE_RATE)
         return self.previews.due(
-            self._flight_job(), self.segmenter, self.history, min_samples=max(MIN_PARTIAL_GROWTH, interval)
+            self._flight_job(),
+            self.segmenter,
+            self.history,
+            new_samples=MIN_PARTIAL_GROWTH,
+            resumed_samples=max(MIN_PARTIAL_GROWTH, interval),
         )
 
     def _flight_job(self) -> Job | None:
@@ -265,6 +256,24 @@ class Track:
             partial=[*before, *found.words],
             partial_span=(self.committed.until if before else found.origin, found.end),
         )
+
+    def on_displaced(self, decoded: Decoded) -> Outcome:
+        """The partial an eager final displaced came back: its words are shown, never
+        committed, unless a decode that heard more has shown that speech. Under load the eager
+        final is shed (anything waits: at 8 streams, 7 of about 130 were decoded), and the
+        partial's decode was thrown away: at 8 streams about 120 more partials reach the screen
+        in a 90 s run (docs/benchmarks.md)."""
+        job, self.displaced = self.displaced, None
+        if job is None or job.end <= self._shown_until:
+            return Outcome()
+        words = self._spoken(job, decoded, self.segmenter.speech_ranges())
+        if not words:
+            return Outcome()
+        self._shown_until = job.end
+        self.hypothesis = words
+        if self.segmenter.open_start is not None:
+            self._shown_from = self.segmenter.open_start
+        return Outcome(partial=words, partial_span=(self.committed.until, job.end))
 
     def _eager_may_supersede(self) -> bool:
         flight = self.in_flight
@@ -303,54 +312,17 @@ class Track:
             self.last_partial_at = now
             self.last_partial_size = self.segmenter.open_samples
 
-    def _partial_length(self, load_window: bool) -> int:
-        """The longest clip a partial may take: the partial window's (``load_window``: the
-        smaller one while the workers are behind on partials), unless the speech not committed
-        yet does not fit it (partials shed under load, or speech no decode worded), for words a
-        partial does not hear before its clip would never be heard again."""
-        longest = self.settings.load_partial if load_window else self.settings.max_partial
-        received = self.segmenter.received
-        first = self._uncommitted_from([*self.unheard.ranges, *self.segmenter.speech_ranges()])
-        if received - (received if first is None else first) + CONTEXT_LEAD <= longest:
-            return longest
-        return self.settings.max_decode
-
-    def _uncommitted_from(self, ranges: Sequence[tuple[int, int]]) -> int | None:
-        """The first sample of ``ranges`` that no committed word covers, or None."""
-        until = self.committed.until
-        return min((max(lo, until) for lo, hi in ranges if hi > until), default=None)
-
     def _uncommitted_speech(self) -> bool:
-        return self._uncommitted_from(self.segmenter.speech_ranges()) is not None
+        return self.clips.uncommitted_from(self.segmenter.speech_ranges()) is not None
 
     def _urgent(self) -> bool:
         """Would this partial commit a word that reaches its bound? Then it must not be shed."""
         received = self.segmenter.received
         if self.hypothesis:
             return received - self.hypothesis[0].end >= self.settings.force_age
-        first = self._uncommitted_from(self.segmenter.speech_ranges())
+        first = self.clips.uncommitted_from(self.segmenter.speech_ranges())
         bound = round(self.settings.commit_bound * SAMPLE_RATE)
         return first is not None and received - first >= bound
-
-    def _clip(self, end: int, new_start: int, longest: int, max_context: int) -> tuple[Clip, int]:
-        """The audio to decode up to ``end``, at most ``longest`` samples: the committed words
-        that fit before it (as the prefix, at most ``max_context`` samples of them), then
-        everything not committed."""
-        window = end - longest
-        floor = max(window, self.history.start)
-        reach = max(new_start, self.committed.until) - max_context
-        context = self.committed.context(window, floor, reach, new_start)
-        prefix = prefix_of(context)
-        if context and self.committed.loops(prefix):
-            self.stats.context_resets += 1
-            context, prefix = [], ""
-        if context:
-            start = self.committed.lead_in(context)
-        else:
-            unheard = self.unheard.reached_from(new_start)
-            start = max(min([new_start, *unheard]), self.committed.until, floor)
-        start = max(start, self.history.start)
-        return Clip(self.history.slice(start, end), prefix), start
 
     # ------------------------------------------------------------------ results
 

@@ -201,17 +201,50 @@ def test_channels_commit_on_their_own() -> None:
     assert by_speaker == {"channel_0": expected(left), "channel_1": expected(right)}
 
 
-def test_an_eager_final_does_not_wait_for_a_partial_in_flight() -> None:
+def pause_during_a_partial() -> tuple[Harness, Job, Job]:
+    """A pause begins while a partial decodes: the harness, that partial, and the eager final
+    that takes its place, neither run yet."""
     h = Harness(partial_interval=0.5)
     h.audio(talk(220, word=1.45, gap=0.0), run_jobs=False)
     [partial] = [j for j in h.pending if j.kind == "partial"][-1:]
-    h.audio(silence(0.1), run_jobs=False)  # the pause begins while the partial decodes
+    h.audio(silence(0.1), run_jobs=False)
     eager = h.pending[-1]
     assert eager.speculative
+    return h, partial, eager
+
+
+def test_an_eager_final_does_not_wait_for_a_partial_in_flight() -> None:
+    h, partial, eager = pause_during_a_partial()
     h.pending.remove(eager)
     h.session.receive_result(eager.ticket, h.engine.transcribe(eager.clip, eager.options))
     h.session.receive_result(partial.ticket, h.engine.transcribe(partial.clip, partial.options))
     h.pending = [j for j in h.pending if j.ticket != partial.ticket]
+    h.audio(silence(0.5))
+    assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1", "f220.2"]
+
+
+@pytest.mark.parametrize("eager_back", [False, True])
+def test_a_partial_an_eager_final_displaced_shows_its_words_unless_that_final_showed_more(
+    eager_back: bool,
+) -> None:
+    """Under load the eager final is shed, and the partial it displaced is all that can show
+    the words before the utterance's final; back first, the eager final says more."""
+    h, partial, eager = pause_during_a_partial()
+    h.pending = []
+    shown = len(h.of_type("partial"))
+    if eager_back:
+        h.session.receive_result(eager.ticket, h.engine.transcribe(eager.clip, eager.options))
+    else:
+        h.session.receive_failure(eager.ticket, "superseded")  # what a shed job resolves to
+    h.session.receive_result(partial.ticket, h.engine.transcribe(partial.clip, partial.options))
+    h.pump(run_jobs=False)
+    partials = h.of_type("partial")[shown:]
+    if eager_back:
+        assert partials == []
+    else:
+        [message] = partials
+        assert message["segment"]["text"] == "f220.0"  # type: ignore[typeddict-item]
+    assert committed(h) == []  # a displaced partial commits nothing
     h.audio(silence(0.5))
     assert [w for w, _, _ in committed(h)] == ["f220.0", "f220.1", "f220.2"]
 
@@ -388,13 +421,17 @@ def test_a_new_utterance_is_previewed_beside_the_previous_final_and_nothing_is_c
     h = Harness(partial_interval=0.5, eager_finals=False)
     first, second = talk(220, word=1.0), talk(330, 440, word=1.0)
     h.audio(first)
-    h.audio(np.concatenate([silence(0.5), second[: int(0.3 * RATE)]]), run_jobs=False)
+    spoken_at = h.session.received_samples + int(0.5 * RATE)
+    # In two chunks: the pause, then the new utterance's first 0.3 s.
+    h.audio(np.concatenate([silence(0.5), second[: int(0.3 * RATE)]]), chunk_seconds=0.4, run_jobs=False)
     finals = [j for j in h.pending if j.kind == "final"]  # the first utterance closed...
     assert finals, "the first utterance's final should be waiting"
     h.audio(second[int(0.3 * RATE) : int(1.2 * RATE)], run_jobs=False)  # ...while the next is spoken
     previews = [j for j in h.pending if j.preview]
     assert len(previews) == 1, "one preview of the new utterance, beside the final in flight"
     [preview] = previews
+    # As soon as the new speech opens an utterance, as a first partial would be.
+    assert preview.end == spoken_at + int(0.3 * RATE)
     assert preview.kind == "partial"
     assert not preview.clip.prefix
     assert preview.start >= finals[0].end - RATE // 10
@@ -409,6 +446,20 @@ def test_a_new_utterance_is_previewed_beside_the_previous_final_and_nothing_is_c
     h.audio(np.concatenate([second[int(1.2 * RATE) :], silence(0.6)]))
     h.text({"type": "end"})
     assert [w for w, _, _ in committed(h)] == expected(first) + expected(second)
+
+
+def test_a_word_shorter_than_the_partial_interval_is_previewed_beside_the_previous_final() -> None:
+    """ "Now, as all books": a short word and a pause, spoken while the previous utterance's
+    final decodes. Its preview goes when the VAD opens the utterance, as a first partial would;
+    waiting for a partial interval of speech, it never went, and the word first showed in its
+    segment."""
+    h = Harness(partial_interval=0.5, eager_finals=False)
+    h.audio(talk(220, word=1.0))
+    h.audio(np.concatenate([silence(0.5), tone(0.25, freq=330), silence(0.2)]), run_jobs=False)
+    assert [j.kind for j in h.pending if not j.preview] == ["final"]
+    [preview] = [j for j in h.pending if j.preview]
+    assert preview.first
+    assert not preview.clip.prefix
 
 
 def test_speech_resuming_after_an_eager_final_is_previewed_beside_it() -> None:
@@ -484,7 +535,8 @@ def test_a_preview_that_returns_after_the_final_still_shows_the_first_words() ->
     h = Harness(partial_interval=0.5, eager_finals=False)
     first, second = talk(220, word=1.0), talk(330, 440, word=1.0)
     h.audio(first)
-    h.audio(np.concatenate([silence(0.5), second[: int(1.2 * RATE)]]), run_jobs=False)
+    h.audio(np.concatenate([silence(0.5), second[: int(0.3 * RATE)]]), chunk_seconds=0.4, run_jobs=False)
+    h.audio(second[int(0.3 * RATE) : int(1.2 * RATE)], run_jobs=False)
     [final] = [j for j in h.pending if j.kind == "final"]
     [preview] = [j for j in h.pending if j.preview]
     assert preview.first

@@ -55,3 +55,14 @@ def test_a_repeat_is_a_run_said_again_from_one_sentence_start_at_another() -> No
     assert repeated([*said, *said[2:8]], {0}, n) == list(range(n, n + 6))
     assert repeated([*said, *said[2:8], "follow"], {0}, n) == []
     assert repeated([*said, *said[1:9], "follow"], {0}, n) == list(range(n, n + 8))
+
+
+def test_a_decode_that_begins_by_saying_its_prefix_end_again_drops_the_repeat() -> None:
+    context = ["on", "the", "side", "of", "the", "lower", "case", "than", "the", "capital", "letters"]
+    n = len(context)
+    new = ["the", "capital", "letters", "the", "lower", "case", "being"]
+    # The new sentence says the context's last three words again: they are dropped.
+    assert repeated([*context, *new], {0, n}, n) == [n, n + 1, n + 2]
+    # Two words are speech ("very, very"), and so are three said again later in the decode.
+    assert repeated([*context, *new[1:]], {0, n}, n) == []
+    assert repeated([*context, "and", *new], {0, n + 1}, n) == []

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from streaming.audio import History
 from streaming.committed import CONTEXT_LEAD, Committed, prefix_of
 from streaming.engine import Clip
+from streaming.outcome import TrackStats
 from streaming.settings import TrackSettings
 from streaming.unheard import Unheard
 from streaming.vad import Segmenter
@@ -30,13 +31,15 @@ class Clips:
         unheard: Unheard,
         segmenter: Segmenter,
         settings: TrackSettings,
+        *,
+        stats: TrackStats,
     ) -> None:
         self.history = history
         self.committed = committed
         self.unheard = unheard
         self.segmenter = segmenter
         self.settings = settings
-        self.resets = 0  # contexts given up because their prefix said the same words over
+        self.stats = stats  # the track's: a context given up counts there
 
     def clip(self, end: int, new_start: int, longest: int, max_context: int) -> tuple[Clip, int]:
         """The audio to decode up to ``end``, at most ``longest`` samples, and the stream sample
@@ -48,7 +51,7 @@ class Clips:
         context = self.committed.context(window, floor, reach, new_start)
         prefix = prefix_of(context)
         if context and self.committed.loops(prefix):
-            self.resets += 1
+            self.stats.context_resets += 1
             context, prefix = [], ""
         if context:
             start = self.committed.lead_in(context)

@@ -26,6 +26,7 @@ class TrackStats:
     eager_discarded: int = 0  # speech resumed, or the decode was shed under load
     forced: int = 0  # words committed by the time bound rather than by agreement
     agreed: int = 0
+    context_resets: int = 0  # contexts given up: their prefix said the same words over
     repeats_dropped: int = 0  # words that said the context, or their decode, again
     retries: int = 0  # finals decoded again for the speech they left unworded
     skips: int = 0  # finals that passed over speech between their words (then retried)

@@ -68,7 +68,6 @@ class Track:
         # The partial in flight when a pause's eager final took its place (see on_displaced).
         self.displaced: Job | None = None
         self.previews = Preview()
-        self.clips = Clips(self.history, self.committed, self.unheard, segmenter, settings)
         self._shown_until = -1  # the end of the last clip whose decode's words were shown
         self._shown_from = -1  # the open utterance whose words are on screen (or committed)
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
@@ -77,6 +76,7 @@ class Track:
         self.last_partial_size = 0
         self.shown_at = now
         self.stats = TrackStats()
+        self.clips = Clips(self.history, self.committed, self.unheard, segmenter, settings, stats=self.stats)
         # Voice activity and finished utterances, for protocols that report them.
         self.events: list[SpeechStarted | SpeechStopped | UtteranceDone] = []
         self._speech_from = 0  # where the open speech began

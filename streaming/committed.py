@@ -40,8 +40,9 @@ class Committed:
     def __init__(self) -> None:
         self.words: deque[Spoken] = deque()
         self.until = 0  # stream sample: the end of the last committed word
-        # The committed word whose stop the prefix of the decode in flight left out: the first
-        # words that decode commits come with the model's own ending of it.
+        # The committed word that ends the prefix of the decode in flight: the first words that
+        # decode commits come with the model's own ending of it (the stop the prefix left out,
+        # or the letters of a word its clip cut short).
         self._ending_of: Spoken | None = None
 
     def context(self, window: int, floor: int, reach: int, new_start: int) -> list[Spoken]:
@@ -69,10 +70,9 @@ class Committed:
         return max(start, before[-1]) if before else start
 
     def decoding(self, *, prefixed: bool) -> None:
-        """A decode starts, carrying the committed words as its prefix or not: where its
-        prefix leaves out a stop, the decode's own ending of that word is awaited."""
-        last = self.words[-1] if self.words and prefixed else None
-        self._ending_of = last if last is not None and unended(last) != last.raw else None
+        """A decode starts, carrying the committed words as its prefix or not: the decode's own
+        ending of the prefix's last word is awaited."""
+        self._ending_of = self.words[-1] if self.words and prefixed else None
 
     def without_repeats(self, words: list[Spoken]) -> list[Spoken]:
         """The new words less any run that says the committed words, or themselves, again."""
@@ -80,6 +80,20 @@ class Committed:
         starts = {0} | {i + 1 for i, w in enumerate(said) if ends_sentence(w.raw)}
         dropped = set(repeated([w.key for w in said], starts, len(self.words)))
         return [w for i, w in enumerate(words, len(self.words)) if i not in dropped]
+
+    def says_again(self, word: Spoken) -> bool:
+        """Does ``word``, aligned over committed audio, say a committed word there again? Only
+        then is it a repeat. A new word can be aligned there too: a committed word's alignment
+        can stretch into the next word ("the" of "as the invention" ended 0.46 s after it began,
+        where "invention" was half said), and the decode that said "invention" had it centred
+        before that end. Dropped for that, a word was lost in about one stream in eight at 8
+        streams (docs/benchmarks.md)."""
+        for committed in reversed(self.words):
+            if committed.end <= word.start:
+                return False
+            if committed.start < word.end and committed.key == word.key:
+                return True
+        return False
 
     def add(self, words: list[Spoken], decoded: Decoded) -> tuple[list[Spoken], tuple[Spoken, str] | None]:
         """Commit ``words``, of ``decoded``: they are returned as committed (none starting
@@ -119,17 +133,24 @@ class Committed:
 
     def _ending(self, decoded: Decoded, first: Spoken) -> tuple[tuple[Spoken, str] | None, bool]:
         """The word before ``first`` as the decode that commits ``first`` ends it, where that
-        differs from the stop its own decode wrote (a comma, or nothing); and whether ``first``
-        begins a sentence the model ended, and so takes a capital."""
+        differs from how its own decode wrote it: the stop it wrote where its clip ended (a
+        comma, or nothing), and the letters of a word that clip cut short ("fount" of "founts",
+        which the decode after it goes on with, "s were bad": dropped, the letters were lost);
+        and whether ``first`` begins a sentence the model ended, and so takes a capital."""
         word = self._ending_of
         if word is None:
             return None, False
         self._ending_of = None
-        text = unended(word) + decoded.prefix_mark
-        if not decoded.prefix_mark and first.raw.lstrip()[:1].isupper():
+        stem = unended(word)
+        stop = word.raw[len(stem) :]
+        if not stop and not decoded.continued:
+            return None, False  # no stop to end otherwise, no letters to add
+        stem += decoded.continued
+        if stop and not decoded.prefix_mark and first.raw.lstrip()[:1].isupper():
             # No mark, and a capital after it ("as far as it can go His letter"): a sentence the
             # model began without ending the one before. The stop stands.
-            return None, False
+            return ((word, stem + stop) if decoded.continued else None), False
+        text = stem + decoded.prefix_mark
         # A greedy partial can end the sentence and go on in lower case ("themselves. the
         # Middle Ages"): the words after the model's own full stop begin a sentence.
         capital = ends_sentence(text) and first.raw.lstrip()[:1].islower()

@@ -81,13 +81,18 @@ class Decoded:
     # Speaker embeddings of the stretches its job asked for (``Job.voices``), made by the
     # scheduler's worker after the decode; the engine itself leaves this empty.
     voices: tuple[Voiceprint, ...] = ()
+    # The letters the model glued onto the clip's prefix's last word before its first new word:
+    # that word was cut short by the clip that wrote it ("fount" going on "s were bad"). ``text``
+    # starts with them; ``words`` leave the word out, whose start the prefix holds.
+    continued: str = ""
 
     @property
     def prefix_mark(self) -> str:
-        """The marks the model wrote after the clip's prefix, before its first new word: how it
-        ends the prefix's last word, having heard what follows ("," or "."; "" when it went
-        straight on). ``text`` starts with them; ``words`` leave them out."""
-        found = _LEADING_MARKS.match(self.text)
+        """The marks the model wrote after the clip's prefix (and any letters it ``continued``
+        its last word with), before its first new word: how it ends the prefix's last word,
+        having heard what follows ("," or "."; "" when it went straight on). ``text`` starts
+        with them; ``words`` leave them out."""
+        found = _LEADING_MARKS.match(self.text.removeprefix(self.continued))
         return found.group(0) if found else ""
 
 

@@ -7,6 +7,12 @@ would wait for that final: beam 5 and alignment, 0.5 to 1.3 s on a small CPU, wh
 worker may be idle. A preview is decoded beside it, without the context, from where that
 speech began. Its words are shown and never committed, and a decode with the context that has
 shown the same speech makes them stale.
+
+A preview that showed nothing (its clip held a word's first sound alone, or only the end of
+the previous utterance's last word) is decoded once more when the speech has grown by the
+partial interval; and one whose utterance closed while it decoded still shows its words, until
+that utterance's final does. At 8 streams on 2 cores, both left a new utterance's first words
+off the screen for 1 to 1.7 s (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ class Preview:
     def __init__(self) -> None:
         self.job: Job | None = None  # in flight
         self._origin = -1  # where the speech the last preview was decoded for begins
+        # The end of the last preview's clip, when it showed no words: another is due once
+        # the speech has grown past it.
+        self._found_nothing: int | None = None
 
     @staticmethod
     def origin(final: Job | None, segmenter: Segmenter) -> int | None:
@@ -61,13 +70,14 @@ class Preview:
     ) -> Due | None:
         """A preview of the speech ``final`` does not hear, once it is long enough: a new
         utterance ``new_samples`` (the VAD opened it on speech already), speech that resumed
-        inside one ``resumed_samples``; one per such start, and none while a pause goes on."""
+        inside one ``resumed_samples``; one per such start (another when it showed nothing and
+        the speech has grown by ``resumed_samples``), and none while a pause goes on."""
         origin = self.origin(final, segmenter)
         needed = new_samples if origin == segmenter.open_start else resumed_samples
         if (
             origin is None
             or self.job is not None
-            or origin == self._origin
+            or (origin == self._origin and not self._again(segmenter.received, resumed_samples))
             or segmenter.silence_start is not None
             or segmenter.received - origin < needed
         ):
@@ -76,27 +86,36 @@ class Preview:
         clip = Clip(history.slice(start, segmenter.received))
         return Due("partial", clip, start, first=True, preview=True)
 
+    def _again(self, received: int, grown: int) -> bool:
+        return self._found_nothing is not None and received - self._found_nothing >= grown
+
     def started(self, job: Job, final: Job | None, segmenter: Segmenter) -> None:
         self.job = job
         origin = self.origin(final, segmenter)
         self._origin = origin if origin is not None else -1
+        self._found_nothing = None
 
     def lost(self) -> None:
         """Shed or failed: a preview only shows words, so nothing is lost with it."""
         self.job = None
 
-    def words(self, decoded: Decoded, segmenter: Segmenter, *, shown_until: int) -> Previewed | None:
-        """The preview came back: where its speech begins, and its words there, unless that
-        speech is no longer open or a decode with the context (which says better) has shown
-        it, ending at ``shown_until``."""
+    def words(
+        self, decoded: Decoded, speech: tuple[tuple[int, int], ...], *, shown_until: int
+    ) -> Previewed | None:
+        """The preview came back: where its speech begins, and its words there (in ``speech``,
+        the ranges not decoded yet, whether their utterance is open or closed), unless a
+        decode with the context (which says better) has shown that speech, ending at
+        ``shown_until``."""
         job, self.job = self.job, None
         origin = self._origin
-        if job is None or segmenter.open_start is None or shown_until > origin:
+        if job is None or shown_until > origin:
             return None
-        speech = segmenter.speech_ranges()
         words = [
             w
             for w in spoken_words(decoded, job.start)
             if overlaps(w, speech) and w.start + w.end >= 2 * origin
         ]
-        return Previewed(origin, job.end, words) if words else None
+        if not words:
+            self._found_nothing = job.end
+            return None
+        return Previewed(origin, job.end, words)

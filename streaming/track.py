@@ -205,8 +205,9 @@ class Track:
         clip, start = self.clips.clip(
             segmenter.received, open_start, self.clips.partial_length(load_window), self._context(behind)
         )
-        # A preview of the utterance on its way shows the first words already.
-        first = open_start != self._shown_from and self.preview is None
+        # First while none of the utterance's words is on screen, even with a preview on the
+        # way: that may wait behind finals, or show nothing (docs/benchmarks.md).
+        first = open_start != self._shown_from
         return Due(
             "partial",
             clip,
@@ -223,13 +224,10 @@ class Track:
         return self.previews.job
 
     def preview_job(self, *, partials: bool) -> Due | None:
-        """A preview of speech that the final in flight does not hear, if one is due. A new
-        utterance's goes as soon as a first partial would, when the VAD opens it; it waited for
-        a partial interval of speech before, which a short word before a pause ("Now, as all
-        books") never has: at 8 streams, the previous final still decoding, that word first
-        reached the screen as its segment, 1.2 to 1.6 s after it began (docs/benchmarks.md).
-        Speech that resumed inside an utterance opens nothing: it waits for the interval, so
-        that its one preview hears a word."""
+        """A preview of speech that the final in flight does not hear, if one is due: a new
+        utterance's when the VAD opens it, as a first partial would (a short "Now," before a
+        pause never grows by a partial interval); speech that resumed inside an utterance
+        opens nothing, and waits for the interval, so that its preview hears a word."""
         if not partials:
             return None
         interval = round(self.settings.partial_interval * SAMPLE_RATE)
@@ -246,11 +244,18 @@ class Track:
 
     def on_preview(self, decoded: Decoded) -> Outcome:
         """A preview came back: its words are shown (not committed) after the last partial's
-        that come before its speech, while no decode with the context has shown that speech."""
-        found = self.previews.words(decoded, self.segmenter, shown_until=self._shown_until)
-        if found is None or self.waiting or self.segmenter.open_start is None:
+        that come before its speech, while no decode with the context has shown that speech,
+        even if its utterance closed meanwhile (until its final, they are all a viewer has)."""
+        closed = list(self.waiting)
+        if self.in_flight is not None and self.in_flight[1] is not None:
+            closed.append(self.in_flight[1])  # its final is decoding
+        speech = (*(r for u in closed for r in u.speech), *self.segmenter.speech_ranges())
+        found = self.previews.words(decoded, speech, shown_until=self._shown_until)
+        if found is None:
             return Outcome()
-        self._shown_from = self.segmenter.open_start
+        open_start = self.segmenter.open_start
+        if open_start is not None and found.origin >= open_start:
+            self._shown_from = open_start
         before = [w for w in self.hypothesis if w.end <= found.origin]
         return Outcome(
             partial=[*before, *found.words],
@@ -259,10 +264,8 @@ class Track:
 
     def on_displaced(self, decoded: Decoded) -> Outcome:
         """The partial an eager final displaced came back: its words are shown, never
-        committed, unless a decode that heard more has shown that speech. Under load the eager
-        final is shed (anything waits: at 8 streams, 7 of about 130 were decoded), and the
-        partial's decode was thrown away: at 8 streams about 120 more partials reach the screen
-        in a 90 s run (docs/benchmarks.md)."""
+        committed, unless a decode that heard more has shown that speech (under load the eager
+        final is shed, and this decode was all there was: docs/benchmarks.md)."""
         job, self.displaced = self.displaced, None
         if job is None or job.end <= self._shown_until:
             return Outcome()
@@ -426,12 +429,17 @@ class Track:
 
     def _heard(self, words: list[Spoken], speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
         """The new words kept only where the VAD heard speech not yet covered, and after what is
-        committed (a word aligned over committed audio would be said twice)."""
+        committed: a word aligned over committed audio is dropped if it says a word there
+        again (see :meth:`Committed.says_again`)."""
         heard = (*self.unheard.ranges, *speech)
         kept = self.committed.without_repeats(words)
         self.stats.repeats_dropped += len(words) - len(kept)
         until = self.committed.until
-        return [w for w in kept if overlaps(w, heard) and (w.start + w.end) // 2 >= until]
+        return [
+            w
+            for w in kept
+            if overlaps(w, heard) and ((w.start + w.end) // 2 >= until or not self.committed.says_again(w))
+        ]
 
     def _before_skip(self, words: list[Spoken], utterance: Utterance) -> tuple[list[Spoken], int | None]:
         """See :meth:`Unheard.before_skip`."""

@@ -47,6 +47,9 @@ MAX_PREFIX_TOKENS = 200
 # 224 tokens (a greedy partial of 2 s ran five times its usual time to get there).
 TOKENS_PER_SECOND_OF_AUDIO = 15
 SPARE_TOKENS = 16
+# Tokens either side of the prefix's end that the split into words looks at for a word the
+# decode goes on with: more than any one word's.
+JOIN_TOKENS = 8
 
 
 @dataclass
@@ -56,6 +59,7 @@ class _Hypothesis:
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
+    continued: str = ""  # letters glued onto the prefix's last word (Decoded.continued)
 
 
 class WhisperEngine:
@@ -187,6 +191,7 @@ class WhisperEngine:
                 words=() if quiet else w,
                 language=tokenizer.language_code,
                 seconds=share,
+                continued="" if quiet else h.continued,
             )
             for h, quiet, w, tokenizer in zip(hypotheses, silent, words, tokenizers, strict=True)
         ]
@@ -259,7 +264,8 @@ class WhisperEngine:
         from faster_whisper.transcribe import get_compression_ratio
 
         # CTranslate2 returns the forced prefix too: only what follows it is new.
-        tokens = [t for t in result.sequences_ids[index][prefix:] if t < tokenizer.eot]
+        sequence = result.sequences_ids[index]
+        tokens = [t for t in sequence[prefix:] if t < tokenizer.eot]
         # faster-whisper's recovery of the average log probability from CTranslate2's score
         # (length penalty 1): the score is the sum over the tokens divided by their count.
         length = len(result.sequences_ids[index])
@@ -271,6 +277,7 @@ class WhisperEngine:
             avg_logprob=float(avg_logprob),
             no_speech_prob=float(result.no_speech_prob),
             compression_ratio=get_compression_ratio(text) if text else 0.0,
+            continued=_continued(tokenizer, sequence[:prefix], tokens),
         )
 
     def _silent(self, hypothesis: _Hypothesis) -> bool:
@@ -499,6 +506,27 @@ def _word_alignment(tokenizer: Any, text_tokens: list[int], result: Any) -> list
                 elif before["word"] in SENTENCE_END_MARKS:
                     word["start"] = word["end"] - longest
     return alignment
+
+
+def _continued(tokenizer: Any, prefix: list[int], tokens: list[int]) -> str:
+    """The letters the model glued onto the prefix's last word before its first new word, or
+    "": a word the prefix's clip cut short, which the decode that heard the rest completes
+    ("fount" going on "s were bad", for "founts were bad"). The word is split as the alignment
+    splits words (a mark is a word of its own), over the tokens at the join alone; letters
+    after a mark ("books," then "s") go on no word."""
+    if not prefix or not tokens:
+        return ""
+    tail = prefix[-JOIN_TOKENS:]
+    _, word_tokens = tokenizer.split_to_word_tokens([*tail, *tokens[:JOIN_TOKENS]])
+    at = 0
+    for word in word_tokens:
+        if at + len(word) > len(tail):
+            if at >= len(tail):
+                return ""  # the first new token begins a word
+            head = str(tokenizer.decode(word[: len(tail) - at]))
+            return str(tokenizer.decode(word[len(tail) - at :])) if head[-1:].isalnum() else ""
+        at += len(word)
+    return ""
 
 
 def _after_prefix(alignment: list[dict[str, Any]], prefix: int) -> list[dict[str, Any]]:

@@ -279,6 +279,40 @@ def test_a_decode_that_says_its_prefix_again_adds_nothing() -> None:
     assert h.session.track_stats[0].repeats_dropped >= len(expected(speech))
 
 
+class StretchingEngine(ScriptedEngine):
+    """Aligns every word ``stretch`` past its end (up to its clip's), as cross-attention can
+    stretch a word over a pause and into the next word; with ``echo``, its first new word after
+    a prefix also says the prefix's last word again, aligned over it."""
+
+    def __init__(self, stretch: float, *, echo: bool = False) -> None:
+        super().__init__()
+        self.stretch = stretch
+        self.echo = echo
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        duration = len(clip.audio) / RATE
+        words = [replace(w, end=min(w.end + self.stretch, duration)) for w in decoded.words]
+        if self.echo and clip.prefix and words:
+            said = heard_words(clip.audio)[len(clip.prefix.split()) - 1]
+            words.insert(0, replace(said, end=min(said.end + self.stretch, duration)))
+        return replace(decoded, text="".join(w.text for w in words).strip(), words=tuple(words))
+
+
+@pytest.mark.parametrize("echo", [False, True])
+def test_a_word_aligned_over_a_committed_word_is_dropped_only_if_it_says_that_word_again(echo: bool) -> None:
+    """A committed word's alignment stretched into the next word ("as the" ending where
+    "invention" was half said): the next decode's "invention", centred before that end, was
+    dropped as if it were said twice, and lost."""
+    h = Harness(partial_interval=0.5, max_utterance=30.0)
+    h.engine = StretchingEngine(0.6, echo=echo)
+    speech = talk(200, 300, 400, 500, word=1.0)  # no pause the VAD takes: cut by partials
+    h.audio(np.concatenate([speech, silence(1.0)]))
+    h.text({"type": "end"})
+    assert any(clip.prefix for clip in h.engine.clips)
+    assert [w for w, _, _ in committed(h)] == expected(speech)
+
+
 class StopsAtAPauseEngine(ScriptedEngine):
     """Ends a final's text at its first pause of 0.15 s or more after the prefix's words, as
     Whisper without timestamp tokens may end at a sentence end and leave the rest unsaid."""
@@ -462,6 +496,70 @@ def test_a_word_shorter_than_the_partial_interval_is_previewed_beside_the_previo
     assert not preview.clip.prefix
 
 
+def test_a_preview_that_showed_nothing_is_decoded_once_more_when_the_speech_has_grown() -> None:
+    """Its clip held a word's first sound alone (at 8 streams, "than" of "than in the same"
+    decoded to nothing in 0.35 s): the first words waited for the previous final and then a
+    partial with the context, 1.1 to 1.2 s after they began."""
+    h = Harness(partial_interval=0.5, eager_finals=False)
+    first, second = talk(220, word=1.0), talk(330, 440, word=1.0)
+    h.audio(first)
+    h.audio(np.concatenate([silence(0.5), second[: int(0.3 * RATE)]]), chunk_seconds=0.4, run_jobs=False)
+    [preview] = [j for j in h.pending if j.preview]
+    h.pending.remove(preview)
+    h.session.receive_result(preview.ticket, Decoded(text="", words=(), language="en", seconds=0.0))
+    h.audio(second[int(0.3 * RATE) : int(0.7 * RATE)], run_jobs=False)
+    assert not [j for j in h.pending if j.preview], "not before the speech grew by the interval"
+    h.audio(second[int(0.7 * RATE) : int(0.9 * RATE)], run_jobs=False)
+    [again] = [j for j in h.pending if j.preview]
+    assert again.end >= preview.end + int(0.5 * RATE)
+    assert again.start == preview.start  # the same speech, from where it began
+    h.pending.remove(again)
+    h.session.receive_result(again.ticket, h.engine.transcribe(again.clip, again.options))
+    h.pump(run_jobs=False)
+    shown = h.of_type("partial")[-1]["segment"]["text"].split()  # type: ignore[typeddict-item]
+    assert "f330.0" in shown, shown  # after the words the final in flight will commit
+    h.audio(second[int(0.9 * RATE) : int(1.6 * RATE)], run_jobs=False)
+    assert not [j for j in h.pending if j.preview], "one that showed words is the last"
+    h.pump()
+    h.audio(np.concatenate([second[int(1.6 * RATE) :], silence(0.6)]))
+    h.text({"type": "end"})
+    assert [w for w, _, _ in committed(h)] == expected(first) + expected(second)
+
+
+@pytest.mark.parametrize("its_final", ["waiting", "decoding"])
+def test_a_preview_whose_utterance_closed_while_it_decoded_still_shows_its_words(its_final: str) -> None:
+    """ "Now," and a pause, while the previous final decodes: the short utterance closes before
+    its preview comes back, and its own final waits, or decodes (at 8 streams the preview waited
+    0.9 s for a worker). Its words are shown until its final commits them; dropped, the word
+    first showed in its segment."""
+    h = Harness(partial_interval=0.5, eager_finals=False, min_silence=0.3)
+    first, word = talk(220, word=1.0), tone(0.3, freq=330)
+    h.audio(first)
+    h.audio(silence(0.5), run_jobs=False)
+    h.audio(word, chunk_seconds=0.3, run_jobs=False)  # in one chunk: the preview hears it
+    [preview] = [j for j in h.pending if j.preview]
+    h.audio(silence(0.5), run_jobs=False)
+    assert h.session.received_samples - preview.end >= int(0.5 * RATE)  # it closed meanwhile
+    h.pending.remove(preview)
+    if its_final == "decoding":
+        [previous] = [j for j in h.pending if j.kind == "final"]
+        h.pending.remove(previous)
+        h.session.receive_result(previous.ticket, h.engine.transcribe(previous.clip, previous.options))
+        h.pump(run_jobs=False)
+        [_] = [j for j in h.pending if j.kind == "final"]  # the word's own, in flight
+    h.session.receive_result(preview.ticket, h.engine.transcribe(preview.clip, preview.options))
+    h.pump(run_jobs=False)
+    shown = h.of_type("partial")[-1]["segment"]["text"].split()  # type: ignore[typeddict-item]
+    assert [w for w in shown if w.startswith("f330")], shown
+    assert not [w for w, _, _ in committed(h) if w.startswith("f330")]  # shown, not committed
+    h.pump()
+    h.text({"type": "end"})
+    assert [w for w, _, _ in committed(h)] == [
+        *expected(first),
+        *expected(np.concatenate([word, silence(0.1)])),
+    ]
+
+
 def test_speech_resuming_after_an_eager_final_is_previewed_beside_it() -> None:
     """A pause too short to end the utterance starts an eager final; speech resumes while it
     is in flight. The resumed speech is previewed from where it resumed, shown after the
@@ -544,7 +642,8 @@ def test_a_preview_that_returns_after_the_final_still_shows_the_first_words() ->
     h.session.receive_result(final.ticket, h.engine.transcribe(final.clip, final.options))
     h.pump(run_jobs=False)
     [partial] = [j for j in h.pending if j.kind == "partial" and not j.preview]  # with the context
-    assert not partial.first, "the preview on its way shows the first words: this one may wait"
+    # First as well: the preview may yet wait for a worker, or show nothing.
+    assert partial.first
     shown = len(h.of_type("partial"))
     h.pending.remove(preview)
     h.session.receive_result(preview.ticket, h.engine.transcribe(preview.clip, preview.options))
@@ -711,6 +810,40 @@ def test_later_decodes_carry_a_word_as_the_decode_that_heard_what_follows_it_end
     h.text({"type": "end"})
     [final] = h.of_type("final")
     assert final["transcription"] == "f220.0 f220.1, f330.0 f330.1, f440.0 f440.1."  # type: ignore[typeddict-item]
+
+
+class GoesOnWithThePrefixEngine(MarkAfterThePrefixEngine):
+    """Goes on with its prefix's last word, ``letters`` glued to it, before its own words, as
+    Whisper does when the clip that wrote that word cut it short ("fount" going on "s were
+    bad")."""
+
+    def __init__(self, letters: str, mark: str, *, end: str) -> None:
+        super().__init__(mark, end=end)
+        self.letters = letters
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        if not clip.prefix or not decoded.words:
+            return decoded
+        return replace(decoded, text=self.letters + decoded.text.lstrip(), continued=self.letters)
+
+
+@pytest.mark.parametrize(("end", "mark"), [("", ""), ("", ","), (".", ","), (".", "")])
+def test_the_final_completes_a_word_its_clip_cut_short_as_the_next_decode_goes_on_with_it(
+    end: str, mark: str
+) -> None:
+    """Sent as written ("fount"), in the final as the decode that heard the rest has it
+    ("founts"), and carried so by later decodes; dropped, the letters were lost."""
+    h = Harness(partial_interval=0)
+    h.engine = GoesOnWithThePrefixEngine("s", mark, end=end)
+    pause = silence(0.5)
+    h.audio(np.concatenate([talk(220, word=0.8), pause, talk(330, word=0.8), pause, talk(440, word=0.8)]))
+    h.audio(silence(0.6))
+    assert [w for w, _, _ in committed(h)][:2] == ["f220.0", f"f220.1{end}"]  # as sent
+    assert h.engine.clips[-1].prefix == f"f220.0 f220.1s{mark} f330.0 f330.1"
+    h.text({"type": "end"})
+    [final] = h.of_type("final")
+    assert final["transcription"] == f"f220.0 f220.1s{mark} f330.0 f330.1s{mark} f440.0 f440.1{end}"  # type: ignore[typeddict-item]
 
 
 def test_words_after_the_model_s_own_full_stop_begin_a_sentence() -> None:

@@ -6,7 +6,8 @@ the fake that the fast tests use keeps to what the real one does:
   retries the batch item by item);
 - a batch decodes like its items decoded one by one;
 - words lie within their clip and in order; a forced prefix is not said again; the text is the
-  words, after any mark the model ended the prefix with (``prefix_mark``).
+  words, after any mark the model ended the prefix with (``prefix_mark``) and any letters it
+  glued onto the prefix's last word (``continued``).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def test_words_lie_in_their_clip_in_order_and_the_prefix_is_not_said_again(
         assert all(a.start <= b.start for a, b in itertools.pairwise(decoded.words))
         assert (
             "".join(w.text for w in decoded.words).strip()
-            == decoded.text.removeprefix(decoded.prefix_mark).strip()
+            == decoded.text.removeprefix(decoded.continued).removeprefix(decoded.prefix_mark).strip()
         )
         if clip.prefix:
             said = decoded.text.lower().split()
@@ -130,6 +131,28 @@ def test_a_prefix_the_model_only_ends_is_decoded_on_after_its_mark(
     assert decoded.words, decoded.text
     assert decoded.words[0].text.strip()[:1].isupper()  # a new sentence, as the stop says
     assert calls.generate_calls == model_calls
+
+
+@pytest.mark.parametrize("options", [FINAL, replace(PARTIAL, word_timestamps=True)], ids=["beam", "greedy"])
+def test_a_prefix_whose_last_word_its_clip_cut_short_is_gone_on_with(
+    engine: Engine, data_dir: Path, options: Any
+) -> None:
+    """A committed word can be the start of one ("compar", as a clip that stopped inside
+    "comparatively" heard it). The model glues the rest onto it: those letters come back as
+    ``continued``, ahead of the text, and the word is not among the new words."""
+    if isinstance(engine, ScriptedEngine):
+        pytest.skip("the scripted engine hears whole words")
+    audio = decode_file(
+        (data_dir / "ljspeech/LJ001-0002.flac").read_bytes()
+    )  # "in being comparatively modern."
+    [cut, whole] = engine.transcribe_batch(
+        [Clip(audio, "In being compar"), Clip(audio, "In being comparatively")], options
+    )
+    assert cut.continued == "atively", cut.text
+    assert cut.text.startswith("atively")
+    assert [w.text.strip() for w in cut.words] == ["modern."]
+    assert whole.continued == ""  # a whole word: the decode goes on with a new one
+    assert [w.text.strip() for w in whole.words] == ["modern."]
 
 
 def test_a_greedy_loop_stops_at_what_its_clip_can_hold(engine: Engine, data_dir: Path) -> None:

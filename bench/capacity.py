@@ -14,7 +14,8 @@ their utterances do not end in lockstep. For each N it reports:
   holding its end (per reference utterance, over all streams);
 - time to first partial (p50/p95), partials received, and partials the server shed (from
   ``/metrics``);
-- committed WER over all streams, and its ratio to one stream's;
+- committed WER over all streams, and its ratio to one stream's; each stream's, and its
+  transcript (in the report file);
 - the server process's CPU (share of one core) and peak RSS;
 - whether it kept up: the median final latency of each stream's last third is within 0.5 s of
   its first third's (lag does not grow), and every stream got its final.
@@ -193,6 +194,10 @@ def measure(base: str, pid: int, clip: Window, n: int) -> dict[str, Any]:
         "audio_seconds": delta("streaming_audio_seconds_total"),
         "capacity_estimate": after.get("streaming_capacity_streams"),
         "wer": wer(" ".join([clip.text] * n), " ".join(hypotheses)),
+        # Per stream, and what each wrote: a word lost in one stream is a few hundredths of
+        # the pooled figure, and was found only by reading the transcripts (docs/benchmarks.md).
+        "stream_wer": [round(wer(clip.text, h), 4) for h in hypotheses],
+        "transcripts": hypotheses,
         "errors": sum(len(r.errors) for r, _ in runs),
         "server_cpu_cores": sampler.cpu_cores,
         "server_peak_rss_mib": sampler.peak_rss / 2**20,
@@ -268,7 +273,7 @@ def main() -> None:
         for n in (int(x) for x in args.levels.split(",")):
             level = measure(base, server.pid, clip, n)
             levels.append(level)
-            print(json.dumps(level), flush=True)
+            print(json.dumps({k: v for k, v in level.items() if k != "transcripts"}), flush=True)
             if not level["kept_up"]:
                 break
     finally:

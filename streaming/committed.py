@@ -86,8 +86,8 @@ class Committed:
         then is it a repeat. A new word can be aligned there too: a committed word's alignment
         can stretch into the next word ("the" of "as the invention" ended 0.46 s after it began,
         where "invention" was half said), and the decode that said "invention" had it centred
-        before that end. Dropped for that, a word was lost in about one stream in eight at 8
-        streams (docs/benchmarks.md)."""
+        before that end. Dropped for that, one to four words were lost in a stream or two of
+        some runs at 8 streams (docs/benchmarks.md)."""
         for committed in reversed(self.words):
             if committed.end <= word.start:
                 return False

@@ -8,8 +8,8 @@ worker may be idle. A preview is decoded beside it, without the context, from wh
 speech began. Its words are shown and never committed, and a decode with the context that has
 shown the same speech makes them stale.
 
-A preview that showed nothing (its clip held a word's first sound alone, or only the end of
-the previous utterance's last word) is decoded once more when the speech has grown by the
+A preview that showed nothing (its clip held a word's first sound alone, or its alignment put
+its words before the speech it was for) is decoded once more when the speech has grown by the
 partial interval; and one whose utterance closed while it decoded still shows its words, until
 that utterance's final does. At 8 streams on 2 cores, both left a new utterance's first words
 off the screen for 1 to 1.7 s (docs/benchmarks.md).

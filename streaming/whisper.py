@@ -59,7 +59,6 @@ class _Hypothesis:
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
-    continued: str = ""  # letters glued onto the prefix's last word (Decoded.continued)
 
 
 class WhisperEngine:
@@ -191,9 +190,11 @@ class WhisperEngine:
                 words=() if quiet else w,
                 language=tokenizer.language_code,
                 seconds=share,
-                continued="" if quiet else h.continued,
+                continued="" if quiet else _continued(tokenizer, prefix, h.tokens),
             )
-            for h, quiet, w, tokenizer in zip(hypotheses, silent, words, tokenizers, strict=True)
+            for h, quiet, w, tokenizer, prefix in zip(
+                hypotheses, silent, words, tokenizers, prefixes, strict=True
+            )
         ]
 
     # ------------------------------------------------------------------ steps
@@ -264,8 +265,7 @@ class WhisperEngine:
         from faster_whisper.transcribe import get_compression_ratio
 
         # CTranslate2 returns the forced prefix too: only what follows it is new.
-        sequence = result.sequences_ids[index]
-        tokens = [t for t in sequence[prefix:] if t < tokenizer.eot]
+        tokens = [t for t in result.sequences_ids[index][prefix:] if t < tokenizer.eot]
         # faster-whisper's recovery of the average log probability from CTranslate2's score
         # (length penalty 1): the score is the sum over the tokens divided by their count.
         length = len(result.sequences_ids[index])
@@ -277,7 +277,6 @@ class WhisperEngine:
             avg_logprob=float(avg_logprob),
             no_speech_prob=float(result.no_speech_prob),
             compression_ratio=get_compression_ratio(text) if text else 0.0,
-            continued=_continued(tokenizer, sequence[:prefix], tokens),
         )
 
     def _silent(self, hypothesis: _Hypothesis) -> bool:

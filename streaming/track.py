@@ -135,11 +135,14 @@ class Track:
         """A decode is in flight, or closed utterances wait for theirs."""
         return self.in_flight is not None or bool(self.waiting) or self.eager.closed is not None
 
-    def waiting_samples(self) -> int:
-        total = sum(len(u.audio) for u in self.waiting)
+    def closed(self) -> list[Utterance]:
+        """The closed utterances not transcribed yet: waiting, and the one whose final decodes."""
         if self.in_flight is not None and self.in_flight[1] is not None:
-            total += len(self.in_flight[1].audio)
-        return total
+            return [*self.waiting, self.in_flight[1]]
+        return list(self.waiting)
+
+    def waiting_samples(self) -> int:
+        return sum(len(u.audio) for u in self.closed())
 
     def buffered_samples(self) -> int:
         return self.waiting_samples() + self.segmenter.open_samples
@@ -246,10 +249,7 @@ class Track:
         """A preview came back: its words are shown (not committed) after the last partial's
         that come before its speech, while no decode with the context has shown that speech,
         even if its utterance closed meanwhile (until its final, they are all a viewer has)."""
-        closed = list(self.waiting)
-        if self.in_flight is not None and self.in_flight[1] is not None:
-            closed.append(self.in_flight[1])  # its final is decoding
-        speech = (*(r for u in closed for r in u.speech), *self.segmenter.speech_ranges())
+        speech = (*(r for u in self.closed() for r in u.speech), *self.segmenter.speech_ranges())
         found = self.previews.words(decoded, speech, shown_until=self._shown_until)
         if found is None:
             return Outcome()
@@ -487,10 +487,8 @@ class Track:
     def _trim(self) -> None:
         """Keep the audio a decode may still need: the context window before the oldest
         decode to come, and every sample not committed yet."""
-        decoding = [*self.waiting]
-        if self.in_flight is not None and self.in_flight[1] is not None:
-            # Its final may leave speech unworded, to retry from this audio.
-            decoding.append(self.in_flight[1])
+        # A final decoding may leave speech unworded, to retry from this audio.
+        decoding = self.closed()
         ends = [self.segmenter.received, *(u.end for u in decoding)]
         starts = [u.start for u in decoding]
         closed = self.eager.closed

@@ -44,6 +44,16 @@ class Committed:
         # decode commits come with the model's own ending of it (the stop the prefix left out,
         # or the letters of a word its clip cut short).
         self._ending_of: Spoken | None = None
+        self._said = False  # has the channel committed a word yet
+
+    def opening(self, words: list[Spoken]) -> list[Spoken]:
+        """``words`` as the channel's transcript has them: its first word begins a sentence.
+        Whisper writes the first words of a short clip in lower case when it cannot tell that
+        a sentence starts there ("stuff it into you", "it will be seen that"; each read clip
+        streamed alone, 5 of 16): offline, the same file begins with a capital."""
+        if self._said or not words:
+            return words
+        return [capitalised(words[0]), *words[1:]]
 
     def context(self, window: int, floor: int, reach: int, new_start: int) -> list[Spoken]:
         """The words a decode of new speech from ``new_start`` carries: those starting (with
@@ -106,6 +116,7 @@ class Committed:
                 self._rewrite(*amended)
             if capital:
                 words = [capitalised(words[0]), *words[1:]]
+        self._said = self._said or bool(words)
         out = []
         for w in words:
             start = max(w.start, self.until)

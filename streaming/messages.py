@@ -50,6 +50,10 @@ class Transcript:
     speaker: str | None = None
     # A piece of a sentence whose earlier words came in the speaker's previous segment.
     continues: bool = False
+    # A piece that continues its sentence with a word written against the last word of the
+    # previous piece ("old", then "-sposed young man."; every piece in a script without spaces):
+    # it joins the sentence without a space.
+    glued: bool = False
 
 
 # ---------------------------------------------------------------------------- wire shapes
@@ -91,6 +95,7 @@ class SegmentMessage(TypedDict):
     type: Literal["segment"]
     segment: SegmentDict
     continues: bool
+    glued: bool
 
 
 class FinalMessage(TypedDict):
@@ -147,7 +152,12 @@ def partial(transcript: Transcript) -> PartialMessage:
 
 
 def segment(transcript: Transcript) -> SegmentMessage:
-    return {"type": "segment", "segment": segment_dict(transcript), "continues": transcript.continues}
+    return {
+        "type": "segment",
+        "segment": segment_dict(transcript),
+        "continues": transcript.continues,
+        "glued": transcript.glued,
+    }
 
 
 def final(transcripts: Sequence[Transcript], prediction_time_ms: int) -> FinalMessage:

@@ -235,7 +235,7 @@ class RealtimeAdapter:
             case events.Segment(_, transcript):
                 item = self._item_for(transcript.start)
                 if not item.dropped and transcript.text:
-                    delta = (" " if item.text else "") + transcript.text
+                    delta = ("" if transcript.glued or not item.text else " ") + transcript.text
                     item.text.append(delta)
                     if item.committed:
                         self._delta(item, delta)

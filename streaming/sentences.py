@@ -99,7 +99,13 @@ class SentenceCutter:
         self._last_end = end
         text = join_words(words)
         return Transcript(
-            start=start, end=end, text=text, words=tuple(words), speaker=self.speaker, continues=continues
+            start=start,
+            end=end,
+            text=text,
+            words=tuple(words),
+            speaker=self.speaker,
+            continues=continues,
+            glued=continues and words[0].glued,
         )
 
 
@@ -164,11 +170,12 @@ def join_sentences(pieces: Sequence[Transcript]) -> list[Transcript]:
             joined[at] = replace(
                 before,
                 end=max(before.end, piece.end),
-                text=f"{before.text} {piece.text}".strip(),
+                text=(before.text + ("" if piece.glued else " ") + piece.text).strip(),
                 words=before.words + piece.words,
                 continues=False,
+                glued=False,
             )
         else:
             last[piece.speaker] = len(joined)
-            joined.append(replace(piece, continues=False))
+            joined.append(replace(piece, continues=False, glued=False))
     return joined

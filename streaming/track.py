@@ -435,11 +435,14 @@ class Track:
         kept = self.committed.without_repeats(words)
         self.stats.repeats_dropped += len(words) - len(kept)
         until = self.committed.until
-        return [
-            w
-            for w in kept
-            if overlaps(w, heard) and ((w.start + w.end) // 2 >= until or not self.committed.says_again(w))
-        ]
+        return self.committed.opening(
+            [
+                w
+                for w in kept
+                if overlaps(w, heard)
+                and ((w.start + w.end) // 2 >= until or not self.committed.says_again(w))
+            ]
+        )
 
     def _before_skip(self, words: list[Spoken], utterance: Utterance) -> tuple[list[Spoken], int | None]:
         """See :meth:`Unheard.before_skip`."""

@@ -289,3 +289,46 @@ def test_a_dropped_connection_resumes_by_itself_and_loses_nothing(
         assert missed(manifest[CLIP]["text"], text) <= 1 / 22, text
         assert wer(manifest[CLIP]["text"], text) <= RESUMED_WER_BOUND, text
         page.context.close()
+
+
+def test_the_page_joins_pieces_into_sentences_as_the_final_does(browser: Any, server: RunningServer) -> None:
+    """The page builds its captions and downloads from the `segment`s; they must read as the
+    server's `final`, a piece whose first word the model wrote against the last one's included
+    ("old", then "-sposed young man.")."""
+    from streaming import messages
+    from streaming.messages import Word
+    from streaming.sentences import Pieces, SentenceCutter
+
+    def word(text: str, at: float, glued: bool = False) -> Word:
+        return Word(text, round(at * 16000), round((at + 0.25) * 16000), 0.9, glued=glued)
+
+    cutter, pieces = SentenceCutter.of(pause=1.0, longest=20.0, speaker=None), Pieces()
+    sent = []
+    for run in (
+        [word("He", 0.0), word("was", 0.3), word("not", 0.6), word("an", 0.9), word("old", 1.3)],
+        [word("-sposed", 1.62, glued=True), word("young", 2.1), word("man.", 2.4)],
+        [word("Unless", 4.0), word("to", 4.3)],
+        [word("be", 4.6), word("cold-hearted.", 4.9)],
+    ):
+        for piece in cutter.pieces(run):
+            pieces.add(0, piece)
+            sent.append(messages.segment(piece))
+    final = messages.final(pieces.sentences(), 0)
+    assert final["transcription"] == "He was not an old-sposed young man. Unless to be cold-hearted."
+
+    page = open_page(browser, server.http_url)
+    hosted = page.evaluate(
+        """async (sent) => {
+            const { Transcript } = await import('/static/captions.js');
+            const transcript = new Transcript();
+            transcript.startSession(0);
+            for (const m of sent) transcript.addSegment(m.segment, m.continues, m.glued);
+            return transcript.toHosted();
+        }""",
+        sent,
+    )
+    assert hosted["transcription"] == final["transcription"]
+    assert [s["text"] for s in hosted["response"]["segments"]] == [
+        s["text"] for s in final["response"]["segments"]
+    ]
+    page.context.close()

@@ -48,3 +48,24 @@ def test_a_stop_a_later_decode_rewrote_is_rewritten_in_the_final_and_its_sentenc
     # Only the channel's last word sent can be rewritten (another may follow it by then).
     assert pieces.amend(0, "then,", "then") is None
     assert pieces.amend(1, "purpose.", "purpose") is None
+
+
+def test_a_piece_that_goes_on_its_last_word_joins_the_sentence_without_a_space() -> None:
+    # A commit cut "ill-disposed" after "old" (the model's reading); the next decode, prefixed
+    # with it, went on "-sposed", written against it.
+    cutter, pieces = SentenceCutter.of(pause=1.0, longest=20.0, speaker=None), Pieces()
+    for piece in cutter.pieces(words(("He", 0.0), ("was", 0.3), ("not", 0.6), ("an", 0.9), ("old", 1.3))):
+        pieces.add(0, piece)
+    rest = [Word("-sposed", round(1.62 * RATE), round(2.0 * RATE), 0.9, glued=True), *words(("young", 2.1))]
+    [piece] = cutter.pieces(rest)
+    pieces.add(0, piece)
+    assert piece.continues
+    assert piece.glued
+    assert piece.text == "-sposed young"
+    [sentence] = pieces.sentences()
+    assert sentence.text == "He was not an old-sposed young"
+    assert not sentence.glued
+    # A piece that starts a sentence of its own joins nothing, whatever its first word.
+    [later] = cutter.pieces([Word("-and", round(9.0 * RATE), round(9.3 * RATE), 0.9, glued=True)])
+    assert not later.continues
+    assert not later.glued

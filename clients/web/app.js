@@ -217,7 +217,7 @@ class Recorder {
       case "segment":
         this.segments += 1;
         ui.partial.textContent = "";
-        showSentence(transcript.addSegment(message.segment, message.continues));
+        showSentence(transcript.addSegment(message.segment, message.continues, message.glued));
         refreshDownloads();
         break;
       case "final":

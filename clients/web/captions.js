@@ -15,13 +15,14 @@ export class Transcript {
     this.openBy = new Map();
   }
 
-  // A piece that continues the speaker's open sentence joins it (as the server's final does);
+  // A piece that continues the speaker's open sentence joins it (as the server's final does),
+  // without a space if its first word was written against the sentence's last ("-sposed");
   // returns the sentence and whether it was new.
-  addSegment(segment, continues) {
+  addSegment(segment, continues, glued = false) {
     const shifted = shift(segment, this.offset);
     const last = this.openBy.get(shifted.speaker);
     if (continues && last) {
-      last.text = `${last.text} ${shifted.text}`.trim();
+      last.text = `${last.text}${glued ? "" : " "}${shifted.text}`.trim();
       last.end = Math.max(last.end, shifted.end);
       last.words = [...last.words, ...shifted.words];
       return { sentence: last, isNew: false };

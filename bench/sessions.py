@@ -1,7 +1,7 @@
 """Short sessions against offline: each file of a set streamed as a session of its own.
 
-    python -m bench.sessions [--sets read] [--model tiny.en] [--out bench/results/sessions.json]
-                             [--serve-flag=--commit-bound=2 ...]
+    python -m bench.sessions [--sets read] [--clips 91-160] [--model tiny.en]
+                             [--out bench/results/sessions.json] [--serve-flag=--commit-bound=2 ...]
 
 A voice agent's turn, a browser's dictation, a clip sent by a call-center pipeline: most
 sessions are short, and everything about them happens at a stream's start, where a decode has
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import provenance
+from bench.latency import punctuation
 from bench.predict import DATA, ROOT, corpus_wer, offline
 from clients.stream import read_audio, stream_file
 from streaming.testing import free_port, serve_process
@@ -59,10 +60,16 @@ def corpus_whisper_wer(pairs: list[tuple[str, str]]) -> float:
 
 
 def visible(texts: list[str]) -> dict[str, int]:
-    """What a reader sees that WER does not: a lower-case first letter, words split apart."""
+    """What a reader sees that WER does not: a lower-case first letter, words split apart, and
+    how the text is cut into sentences (a run-on shows as a longest sentence far over
+    offline's)."""
+    marks = [punctuation(t) for t in texts]
     return {
         "lower_case_starts": sum(t.lstrip()[:1].islower() for t in texts),
         "split_words": sum(len(_SPLIT_WORD.findall(t)) for t in texts),
+        "sentences": sum(m["sentences"] for m in marks),
+        "longest_sentence": max((m["longest_sentence"] for m in marks), default=0),
+        "commas": sum(m["commas"] for m in marks),
     }
 
 
@@ -70,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--sets", default="read")
+    parser.add_argument("--clips", help="FIRST-LAST: only these of the sets' files (1-based, manifest order)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sessions.json")
     parser.add_argument("--serve-flag", action="append", default=[], help="passed to the server")
     args = parser.parse_args()
@@ -79,6 +87,9 @@ def main() -> None:
         for entry in (json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines())
         if entry["set"] in sets and entry["channels"] == 1 and entry["audio"] != "long/ljspeech_5min.flac"
     ]
+    if args.clips:
+        first, _, last = args.clips.partition("-")
+        clips = clips[int(first) - 1 : int(last)]
     port = free_port()
     server = serve_process(port, "--model", args.model, *args.serve_flag, cwd=str(ROOT))
     try:

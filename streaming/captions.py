@@ -40,9 +40,14 @@ class Captions:
         return out
 
     def amend(self, channel: int, text: str, amended: str) -> None:
-        """A committed word ``text`` now reads ``amended``: a sentence it no longer ends goes on."""
+        """A committed word ``text`` now reads ``amended``: a sentence it no longer ends goes on,
+        one it now ends is over."""
         piece = self._pieces.amend(channel, text.strip(), amended.strip())
-        if piece is not None and not ends_sentence(amended):
+        if piece is None or ends_sentence(amended) == ends_sentence(text):
+            return
+        if ends_sentence(amended):
+            self._cutters.of(piece.speaker).ends()
+        else:
             self._cutters.of(piece.speaker).goes_on()
 
     def prompt(self, channel: int, given: str) -> str | None:

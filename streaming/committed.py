@@ -145,23 +145,32 @@ class Committed:
     def _ending(self, decoded: Decoded, first: Spoken) -> tuple[tuple[Spoken, str] | None, bool]:
         """The word before ``first`` as the decode that commits ``first`` ends it, where that
         differs from how its own decode wrote it: the stop it wrote where its clip ended (a
-        comma, or nothing), and the letters of a word that clip cut short ("fount" of "founts",
-        which the decode after it goes on with, "s were bad": dropped, the letters were lost);
-        and whether ``first`` begins a sentence the model ended, and so takes a capital."""
+        comma, or nothing), the mark it did not write there, and the letters of a word that
+        clip cut short ("fount" of "founts", which the decode after it goes on with, "s were
+        bad": dropped, the letters were lost); and whether ``first`` begins a sentence the
+        model ended, and so takes a capital."""
         word = self._ending_of
         if word is None:
             return None, False
         self._ending_of = None
         stem = unended(word)
         stop = word.raw[len(stem) :]
-        if not stop and not decoded.continued:
-            return None, False  # no stop to end otherwise, no letters to add
+        mark = decoded.prefix_mark
+        if not stop and mark.startswith(("..", "\u2026")):
+            mark = ""  # an ellipsis at the join says a clip cut the sentence there, not how it ends
+        if not stop and not mark and not decoded.continued:
+            return None, False  # no stop to end otherwise, no mark to add, no letters to add
         stem += decoded.continued
-        if stop and not decoded.prefix_mark and first.raw.lstrip()[:1].isupper():
+        if stop and not mark and first.raw.lstrip()[:1].isupper():
             # No mark, and a capital after it ("as far as it can go His letter"): a sentence the
             # model began without ending the one before. The stop stands.
             return ((word, stem + stop) if decoded.continued else None), False
-        text = stem + decoded.prefix_mark
+        # A word written with no mark takes the one the model writes after it, having heard
+        # what follows ("of the paper" going on ". He began"). Left without it, the sentence
+        # ran on into the next, and the context, forced on every later decode, taught the model
+        # to write no marks at all: a call's 38 s came back as one unpunctuated run (mono_call
+        # conv_2_8k, whose first sentence has 27 words and no comma; docs/benchmarks.md).
+        text = stem + mark
         # A greedy partial can end the sentence and go on in lower case ("themselves. the
         # Middle Ages"): the words after the model's own full stop begin a sentence.
         capital = ends_sentence(text) and first.raw.lstrip()[:1].islower()

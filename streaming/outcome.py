@@ -28,6 +28,7 @@ class TrackStats:
     agreed: int = 0
     context_resets: int = 0  # contexts given up: their prefix said the same words over
     repeats_dropped: int = 0  # words that said the context, or their decode, again
+    loops: int = 0  # partials that fell into a loop: none of their words was used
     retries: int = 0  # finals decoded again for the speech they left unworded
     skips: int = 0  # finals that passed over speech between their words (then retried)
     lean: int = 0  # decodes made cheaper (less context, a smaller window), the workers being behind

@@ -23,7 +23,7 @@ from streaming.audio import History
 from streaming.committed import CONTEXT_LEAD
 from streaming.engine import Clip, Decoded
 from streaming.jobs import Due, Job
-from streaming.spoken import Spoken, overlaps, spoken_words
+from streaming.spoken import Spoken, looped, overlaps, spoken_words
 from streaming.vad import Segmenter
 
 
@@ -112,7 +112,7 @@ class Preview:
             return None
         words = [
             w
-            for w in spoken_words(decoded, job.start)
+            for w in ([] if looped(decoded) else spoken_words(decoded, job.start))
             if overlaps(w, speech) and w.start + w.end >= 2 * origin
         ]
         if not words:

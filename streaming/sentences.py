@@ -67,6 +67,11 @@ class SentenceCutter:
         if self._open_since is None:
             self._open_since = self._sentence_start
 
+    def ends(self) -> None:
+        """The last piece's last word was given a closing stop (the decode after it wrote one,
+        having heard what follows): its sentence is over."""
+        self._open_since = None
+
     def pieces(self, words: Sequence[Word]) -> list[Transcript]:
         """Split at sentence ends, and say of each piece whether it goes on the open sentence."""
         out: list[Transcript] = []

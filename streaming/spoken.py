@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from streaming import onsets
 from streaming.audio import History
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
+from streaming.context import repeats_itself
 from streaming.engine import Decoded, has_word
 from streaming.messages import Word
 from streaming.sentences import ends_sentence
@@ -58,6 +59,15 @@ class Spoken:
             return word
         start, end = onsets.edges(audio, self.start - lo, self.end - lo, lag)
         return replace(word, start=lo + start, end=lo + end)
+
+
+def looped(decoded: Decoded) -> bool:
+    """Did a greedy decode (a partial, which has no fallback) fall into a loop? Then its words,
+    the first run's included, are no reading of the speech: at a new speaker's turn, "It will be
+    a bit too. It will be a bit too. The narrative would be tedious..." (its prefix said over)
+    for "It will be seen that", whose first words the bound then committed (a mono_call
+    conversation, docs/benchmarks.md). A later decode reads that speech again."""
+    return repeats_itself(decoded.text)
 
 
 def spoken_words(decoded: Decoded, start: int) -> list[Spoken]:

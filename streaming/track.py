@@ -34,7 +34,7 @@ from streaming.jobs import NOT_BEHIND, Behind, Due, Job
 from streaming.outcome import Outcome, TrackStats
 from streaming.preview import Preview
 from streaming.settings import TrackSettings
-from streaming.spoken import Spoken, overlaps, spoken_words
+from streaming.spoken import Spoken, looped, overlaps, spoken_words
 from streaming.unheard import SKIP_RETRY_CONTEXT, UNHEARD_TAIL, Unheard
 from streaming.vad import Segmenter, Utterance
 
@@ -267,7 +267,7 @@ class Track:
         committed, unless a decode that heard more has shown that speech (under load the eager
         final is shed, and this decode was all there was: docs/benchmarks.md)."""
         job, self.displaced = self.displaced, None
-        if job is None or job.end <= self._shown_until:
+        if job is None or job.end <= self._shown_until or looped(decoded):
             return Outcome()
         words = self._spoken(job, decoded, self.segmenter.speech_ranges())
         if not words:
@@ -400,7 +400,11 @@ class Track:
 
     def _on_partial(self, job: Job, decoded: Decoded, *, settled_until: int | None = None) -> Outcome:
         """Commit the words two decodes agree on, and those old enough that the bound is near
-        (all ending by ``settled_until`` when it is given: a decode whose clip ends in a pause)."""
+        (all ending by ``settled_until`` when it is given: a decode whose clip ends in a pause).
+        A partial that looped changes nothing: the words shown stand until the next."""
+        if job.kind == "partial" and looped(decoded):
+            self.stats.loops += 1
+            return Outcome()
         words = self._spoken(job, decoded, self.segmenter.speech_ranges())
         agreed = 0
         for old, new in zip(self.hypothesis, words, strict=False):

@@ -33,8 +33,8 @@ def as_sent(words: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def rewritten(sent: list[dict[str, Any]], final: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """The words whose text the final has otherwise than sent, as (sent, final): only a stop may be
-    rewritten."""
+    """The words whose text the final has otherwise than sent, as (sent, final): only a closing
+    mark may differ (a stop rewritten, a mark added)."""
     return [(a["word"], b["word"]) for a, b in zip(sent, final, strict=True) if a["word"] != b["word"]]
 
 

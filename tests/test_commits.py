@@ -880,3 +880,59 @@ def test_a_channel_s_first_word_begins_a_sentence_on_screen_and_in_the_final() -
     final = h.of_type("final")[-1]
     # Only the first: the model's own case stands after it (a later utterance may go on a sentence).
     assert final["transcription"] == "F220.0 f220.1 f330.0 f330.1 f440.0 f440.1"  # type: ignore[typeddict-item]
+
+
+@pytest.mark.parametrize(
+    ("mark", "ended"), [(".", "f220.1."), ("?", "f220.1?"), (",", "f220.1,"), ("...", "f220.1")]
+)
+def test_a_word_written_with_no_mark_takes_the_one_the_next_decode_writes_after_it(
+    mark: str, ended: str
+) -> None:
+    """The model wrote "of the paper" where its clip ended, and the next decode ". He began":
+    the final ends the sentence there, and later decodes carry the mark (left out, the context
+    taught the model to write none). An ellipsis at the join adds nothing: it says a clip cut
+    the sentence there."""
+    h = Harness(partial_interval=0)
+    h.engine = MarkAfterThePrefixEngine(mark, end="")
+    pause = silence(0.5)
+    h.audio(np.concatenate([talk(220, word=0.8), pause, talk(330, word=0.8), pause, talk(440, word=0.8)]))
+    h.audio(silence(0.6))
+    new_sentence = ended.endswith((".", "?"))
+    second = "F330.0" if new_sentence else "f330.0"
+    assert [w for w, _, _ in committed(h)][:3] == ["F220.0", "f220.1", second]  # as sent
+    assert h.engine.clips[-1].prefix == f"F220.0 {ended} {second} f330.1"
+    segments = h.of_type("segment")
+    assert segments[1]["continues"] is not new_sentence  # type: ignore[typeddict-item]
+    h.text({"type": "end"})
+    [final] = h.of_type("final")
+    third = "F440.0" if new_sentence else "f440.0"
+    transcription = f"F220.0 {ended} {second} {ended.replace('220', '330')} {third} f440.1"
+    assert final["transcription"] == transcription  # type: ignore[typeddict-item]
+    assert len(final["response"]["segments"]) == (3 if new_sentence else 1)  # type: ignore[typeddict-item]
+
+
+class LoopingPartialsEngine(ScriptedEngine):
+    """Every partial falls into a loop, as a greedy decode does at times at a new speaker's turn,
+    and its first words are the loop's, not the speech's ("It will be a bit too. It will be a
+    bit too." for "It will be seen"); finals (with their fallback) read the speech."""
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        if options.temperature_fallback or not decoded.words:
+            return decoded
+        first = decoded.words[0]
+        loop = [DecodedWord(" bogus.", first.start, first.end, 0.5)]
+        loop += [DecodedWord(" bogus.", w.start, w.end, 0.5) for w in decoded.words[1:]]
+        return replace(decoded, text=" ".join(["bogus."] * 8), words=tuple(loop))
+
+
+def test_a_partial_that_loops_shows_and_commits_nothing() -> None:
+    h = Harness(partial_interval=0.5)
+    h.engine = LoopingPartialsEngine()
+    audio = np.concatenate([talk(220, 330, 440, word=0.8), silence(0.6), talk(550, word=0.8), silence(0.6)])
+    h.audio(audio)
+    h.text({"type": "end"})
+    shown = [m["segment"]["text"] for m in (*h.of_type("partial"), *h.of_type("segment"))]  # type: ignore[typeddict-item]
+    assert not any("bogus" in text for text in shown), shown
+    assert [w for w, _, _ in committed(h)] == transcript(audio)  # the finals said every word
+    assert h.session.track_stats[0].loops >= 2

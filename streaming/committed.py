@@ -50,7 +50,7 @@ class Committed:
         """``words`` as the channel's transcript has them: its first word begins a sentence.
         Whisper writes the first words of a short clip in lower case when it cannot tell that
         a sentence starts there ("stuff it into you", "it will be seen that"; each read clip
-        streamed alone, 5 of 16): offline, the same file begins with a capital."""
+        streamed alone, 4 of 16): offline, the same file begins with a capital."""
         if self._said or not words:
             return words
         return [capitalised(words[0]), *words[1:]]

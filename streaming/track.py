@@ -335,6 +335,10 @@ class Track:
         assert self.in_flight[0].ticket == job.ticket
         _, utterance = self.in_flight
         self.in_flight = None
+        if job.kind == "partial" and looped(decoded):
+            # Nothing changes: the words shown stand, and a preview of that speech still shows.
+            self.stats.loops += 1
+            return Outcome()
         self._shown_until = max(self._shown_until, job.end)
         if job.speculative:
             eager = self.eager.decoded(job, decoded)
@@ -400,11 +404,7 @@ class Track:
 
     def _on_partial(self, job: Job, decoded: Decoded, *, settled_until: int | None = None) -> Outcome:
         """Commit the words two decodes agree on, and those old enough that the bound is near
-        (all ending by ``settled_until`` when it is given: a decode whose clip ends in a pause).
-        A partial that looped changes nothing: the words shown stand until the next."""
-        if job.kind == "partial" and looped(decoded):
-            self.stats.loops += 1
-            return Outcome()
+        (all ending by ``settled_until`` when it is given: a decode whose clip ends in a pause)."""
         words = self._spoken(job, decoded, self.segmenter.speech_ranges())
         agreed = 0
         for old, new in zip(self.hypothesis, words, strict=False):

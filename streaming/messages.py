@@ -50,10 +50,13 @@ class Transcript:
     speaker: str | None = None
     # A piece of a sentence whose earlier words came in the speaker's previous segment.
     continues: bool = False
-    # A piece that continues its sentence with a word written against the last word of the
-    # previous piece ("old", then "-sposed young man."; every piece in a script without spaces):
-    # it joins the sentence without a space.
-    glued: bool = False
+
+    @property
+    def glued(self) -> bool:
+        """A piece that continues its sentence with a word written against the last word of
+        the previous piece ("old", then "-sposed young man."; every piece in a script without
+        spaces): it joins the sentence without a space."""
+        return self.continues and bool(self.words) and self.words[0].glued
 
 
 # ---------------------------------------------------------------------------- wire shapes

@@ -110,7 +110,6 @@ class SentenceCutter:
             words=tuple(words),
             speaker=self.speaker,
             continues=continues,
-            glued=continues and words[0].glued,
         )
 
 
@@ -178,9 +177,8 @@ def join_sentences(pieces: Sequence[Transcript]) -> list[Transcript]:
                 text=(before.text + ("" if piece.glued else " ") + piece.text).strip(),
                 words=before.words + piece.words,
                 continues=False,
-                glued=False,
             )
         else:
             last[piece.speaker] = len(joined)
-            joined.append(replace(piece, continues=False, glued=False))
+            joined.append(replace(piece, continues=False))
     return joined

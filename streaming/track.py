@@ -41,9 +41,12 @@ from streaming.vad import Segmenter, Utterance
 # A partial is not worth a decode until the open utterance has grown this much.
 MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
 # A word two partials agree on is committed once it is this far from the clip's end: greedy
-# partials are least sure of their newest words (5-minute LJ file, paced: WER 0.071 committing
-# every agreed word, 0.067 with this age; beam-5 partials 0.063 at about a fifth more compute).
-AGREE_AGE = round(0.3 * SAMPLE_RATE)
+# partials are least sure of their newest words, and two of them agree on a wrong word heard
+# with too little after it. Replayed on a manual clock over all 188 mono files (bench.replay,
+# docs/benchmarks.md), committed WER (Whisper's normaliser) was 0.0485 at 0.3 s, 0.0464 at
+# 0.5 s and 0.0463 at 0.7 s (offline 0.0428; 0.0425 with no commit before an utterance's end);
+# 0.5 s did no worse than 0.3 s on any of five subsets, 0.7 s lost on calls and waits longer.
+AGREE_AGE = round(0.5 * SAMPLE_RATE)
 WINDOW_SAMPLES = 512  # one VAD window
 
 

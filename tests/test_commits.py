@@ -936,3 +936,14 @@ def test_a_partial_that_loops_shows_and_commits_nothing() -> None:
     assert not any("bogus" in text for text in shown), shown
     assert [w for w, _, _ in committed(h)] == transcript(audio)  # the finals said every word
     assert h.session.track_stats[0].loops >= 2
+
+
+def test_an_agreed_word_waits_until_a_partial_has_heard_past_it() -> None:
+    # Two greedy partials agree on a wrong word heard with too little after it: an agreed word is
+    # committed only by a partial that heard 0.5 s past its end (bench.replay: 0.5 s, not 0.3).
+    h = Harness(partial_interval=0.5, commit_bound=10.0)  # no time bound: agreement only
+    arrivals = run_with_arrivals(h, talk(220, 330, 440, 550, 660, word=0.4, gap=0.1))
+    assert arrivals, "agreed words were not committed"
+    heard_past = [arrived - end for end, arrived in arrivals]
+    # docs/protocol.md: committed once it is 0.5 s behind the newest audio.
+    assert min(heard_past) >= 0.5 - 0.01, heard_past

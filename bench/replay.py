@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 
 from bench import provenance
+from bench.engine import engine, manifest
 from bench.latency import longform
 from bench.predict import DATA, ROOT, corpus_wer
 from bench.sessions import corpus_whisper_wer
-from clients.stream import read_audio
+from clients.stream import Recording, read_audio
 from streaming.audio import decode_file
 from streaming.cli import build_parser, config_from
 from streaming.clock import ManualClock
@@ -62,9 +63,15 @@ class Times:
     final: float
 
 
+def _joined(name: str) -> tuple[Recording, dict[str, Any]]:
+    """``LJ:A-B``: the ``ljspeech`` clips LJ001-A to B joined as ``bench.latency`` joins them."""
+    first, _, last = name[3:].partition("-")
+    return longform(int(first), int(last))
+
+
 def recordings(sets: list[str]) -> list[tuple[str, str]]:
     """(name, reference) of every mono file of ``sets``; ``LJ:A-B`` names joined clips."""
-    manifest = [json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines()]
+    entries = list(manifest())
     members = {
         "read": {"read"},
         "calls": {"mono-call", "telephony"},
@@ -75,21 +82,16 @@ def recordings(sets: list[str]) -> list[tuple[str, str]]:
         if name == "long":
             for audio in LONG:
                 if audio.startswith("LJ:"):
-                    first, _, last = audio[3:].partition("-")
-                    out.append((audio, longform(int(first), int(last))[1]["text"]))
+                    out.append((audio, _joined(audio)[1]["text"]))
                 else:
-                    out.append((audio, next(e["text"] for e in manifest if e["audio"] == audio)))
+                    out.append((audio, next(e["text"] for e in entries if e["audio"] == audio)))
             continue
-        out += [(e["audio"], e["text"]) for e in manifest if e["set"] in members[name] and e["channels"] == 1]
+        out += [(e["audio"], e["text"]) for e in entries if e["set"] in members[name] and e["channels"] == 1]
     return out
 
 
 def audio_of(name: str) -> tuple[np.ndarray, int]:
-    if name.startswith("LJ:"):
-        first, _, last = name[3:].partition("-")
-        recording = longform(int(first), int(last))[0]
-    else:
-        recording = read_audio(DATA / name)
+    recording = _joined(name)[0] if name.startswith("LJ:") else read_audio(DATA / name)
     return recording.samples.reshape(-1).astype(np.float32), recording.sample_rate
 
 
@@ -99,7 +101,6 @@ class Replay:
     def __init__(self, model: str, config: Config, times: Times) -> None:
         from faster_whisper import WhisperModel
 
-        from bench.engine import engine
         from streaming.models import resolve_model
 
         self.engine = engine(model, threads=1)
@@ -127,7 +128,7 @@ class Replay:
         clock = ManualClock()
         session = self.session(clock, rate)
         free = [0.0] * WORKERS  # when each worker is next free, in clock time
-        landing: list[tuple[float, int, int, Any]] = []  # (at, order, ticket, decoded)
+        landing: list[tuple[float, int, Any]] = []  # (at, ticket, decoded), soonest first
         sent: list[ServerMessage] = []
         waits: list[float] = []
 
@@ -135,7 +136,7 @@ class Replay:
             while True:
                 sent.extend(session.messages_to_send())
                 while landing and landing[0][0] <= clock.now() + 1e-9:
-                    _, _, ticket, decoded = heapq.heappop(landing)
+                    _, ticket, decoded = heapq.heappop(landing)
                     session.receive_result(ticket, decoded)
                     sent.extend(session.messages_to_send())
                 jobs = session.jobs_to_start()
@@ -146,7 +147,7 @@ class Replay:
                     worker = min(range(WORKERS), key=free.__getitem__)
                     took = self.times.final if job.kind == "final" else self.times.partial
                     free[worker] = max(free[worker], clock.now()) + took
-                    heapq.heappush(landing, (free[worker], job.ticket, job.ticket, decoded))
+                    heapq.heappush(landing, (free[worker], job.ticket, decoded))
 
         step = rate // round(1 / CHUNK)
         for i in range(0, len(samples), step):

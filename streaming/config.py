@@ -142,8 +142,8 @@ class Config:
     commit_bound: float = _opt(
         1.5,
         "seconds a spoken word may wait for its segment, even in speech with no pause: a word "
-        "two partials agree on is committed once a partial has heard 0.5 s past it, an older one "
-        "by the next partial",
+        "two partials agree on is committed once a partial has heard a little past it "
+        "(docs/protocol.md), an older one by the next partial",
     )
     eager_finals: bool = _opt(
         True,

@@ -220,8 +220,7 @@ class Session:
         for track in self._tracks:
             if track.preview is not None and track.preview.ticket == ticket:
                 track.previews.lost()
-            if track.displaced is not None and track.displaced.ticket == ticket:
-                track.displaced = None  # it only showed words
+            track.on_displaced_lost(ticket)
             if track.in_flight is None or track.in_flight[0].ticket != ticket:
                 continue
             if track.on_lost(track.in_flight[0]) is None:

@@ -281,6 +281,12 @@ class Track:
             self._shown_from = self.segmenter.open_start
         return Outcome(partial=words, partial_span=(self.committed.until, job.end))
 
+    def on_displaced_lost(self, ticket: int) -> None:
+        """The job with ``ticket`` was not decoded: if it is the displaced partial, nothing is
+        lost with it (it only showed words)."""
+        if self.displaced is not None and self.displaced.ticket == ticket:
+            self.displaced = None
+
     def _eager_may_supersede(self) -> bool:
         flight = self.in_flight
         return (

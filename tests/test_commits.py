@@ -947,3 +947,41 @@ def test_an_agreed_word_waits_until_a_partial_has_heard_past_it() -> None:
     heard_past = [arrived - end for end, arrived in arrivals]
     # docs/protocol.md: committed once it is 0.5 s behind the newest audio.
     assert min(heard_past) >= 0.5 - 0.01, heard_past
+
+
+class LoopingContextEngine(LoopingPartialsEngine):
+    """Partials that carry a context loop; a preview (no context) reads the speech."""
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        if not clip.prefix:
+            return ScriptedEngine.transcribe(self, clip, options)
+        return super().transcribe(clip, options)
+
+
+def test_a_preview_still_shows_its_words_when_the_partial_beside_it_loops() -> None:
+    """The partial with the context comes back first and loops: it shows nothing and makes
+    nothing stale, so the preview of the same speech, back after it, still shows its words."""
+    h = Harness(partial_interval=0.5, eager_finals=False)
+    h.engine = LoopingContextEngine()
+    first, second = talk(220, word=1.0), talk(330, 440, word=1.0)
+    h.audio(first)
+    h.audio(np.concatenate([silence(0.5), second[: int(0.3 * RATE)]]), chunk_seconds=0.4, run_jobs=False)
+    h.audio(second[int(0.3 * RATE) : int(1.2 * RATE)], run_jobs=False)
+    [final] = [j for j in h.pending if j.kind == "final"]
+    [preview] = [j for j in h.pending if j.preview]
+    h.pending.remove(final)
+    h.session.receive_result(final.ticket, h.engine.transcribe(final.clip, final.options))
+    h.pump(run_jobs=False)
+    [partial] = [j for j in h.pending if j.kind == "partial" and not j.preview]
+    assert partial.clip.prefix  # it carries the first utterance's words, and loops
+    shown = len(h.of_type("partial"))
+    del h.pending[next(i for i, j in enumerate(h.pending) if j is partial)]
+    h.session.receive_result(partial.ticket, h.engine.transcribe(partial.clip, partial.options))
+    h.pump(run_jobs=False)
+    assert len(h.of_type("partial")) == shown  # the loop showed nothing
+    del h.pending[next(i for i, j in enumerate(h.pending) if j is preview)]
+    h.session.receive_result(preview.ticket, h.engine.transcribe(preview.clip, preview.options))
+    h.pump(run_jobs=False)
+    assert len(h.of_type("partial")) == shown + 1
+    assert h.of_type("partial")[-1]["segment"]["text"].startswith("f330.0")  # type: ignore[typeddict-item]
+    assert h.session.track_stats[0].loops == 1

@@ -633,16 +633,23 @@ def test_short_pauses_with_slow_decodes_do_not_hold_words_past_the_bound() -> No
     assert waits[-1] <= 1.5 + 2 * 0.6 + 0.1, waits
 
 
-def test_a_preview_that_returns_after_the_final_still_shows_the_first_words() -> None:
-    """Under load the previous final returns first and the new utterance's partial (with the
-    context) is queued behind others: the preview, decoded already, shows the words meanwhile."""
-    h = Harness(partial_interval=0.5, eager_finals=False)
+def preview_beside_final(h: Harness) -> tuple[np.ndarray, np.ndarray, Job, Job]:
+    """A word, a pause, then two words whose start is previewed while the first word's final
+    is decoding (the harness decodes nothing): the two parts, that final and that preview."""
     first, second = talk(220, word=1.0), talk(330, 440, word=1.0)
     h.audio(first)
     h.audio(np.concatenate([silence(0.5), second[: int(0.3 * RATE)]]), chunk_seconds=0.4, run_jobs=False)
     h.audio(second[int(0.3 * RATE) : int(1.2 * RATE)], run_jobs=False)
     [final] = [j for j in h.pending if j.kind == "final"]
     [preview] = [j for j in h.pending if j.preview]
+    return first, second, final, preview
+
+
+def test_a_preview_that_returns_after_the_final_still_shows_the_first_words() -> None:
+    """Under load the previous final returns first and the new utterance's partial (with the
+    context) is queued behind others: the preview, decoded already, shows the words meanwhile."""
+    h = Harness(partial_interval=0.5, eager_finals=False)
+    first, second, final, preview = preview_beside_final(h)
     assert preview.first
     h.pending.remove(final)
     h.session.receive_result(final.ticket, h.engine.transcribe(final.clip, final.options))
@@ -963,12 +970,7 @@ def test_a_preview_still_shows_its_words_when_the_partial_beside_it_loops() -> N
     nothing stale, so the preview of the same speech, back after it, still shows its words."""
     h = Harness(partial_interval=0.5, eager_finals=False)
     h.engine = LoopingContextEngine()
-    first, second = talk(220, word=1.0), talk(330, 440, word=1.0)
-    h.audio(first)
-    h.audio(np.concatenate([silence(0.5), second[: int(0.3 * RATE)]]), chunk_seconds=0.4, run_jobs=False)
-    h.audio(second[int(0.3 * RATE) : int(1.2 * RATE)], run_jobs=False)
-    [final] = [j for j in h.pending if j.kind == "final"]
-    [preview] = [j for j in h.pending if j.preview]
+    _, _, final, preview = preview_beside_final(h)
     h.pending.remove(final)
     h.session.receive_result(final.ticket, h.engine.transcribe(final.clip, final.options))
     h.pump(run_jobs=False)

@@ -51,6 +51,11 @@ class Due:
     # A partial of a new utterance decoded beside the previous utterance's final (on another
     # worker): its words are shown, never committed, since they lack that final's context.
     preview: bool = False
+    # A partial after one of its channel's partials fell into a loop: decoded as a final is
+    # (beam search, temperature fallback). Greedy partials of that speech loop again, and its
+    # words waited past their bound for one that did not (a call's "The unit of the book", 2.8 s
+    # after its end: docs/benchmarks.md).
+    after_loop: bool = False
     # Asked for while the model workers are behind, and cheaper for it (see :class:`Behind`):
     # ``load_context`` of context, or a partial in the smaller encoder window.
     less_context: bool = False

@@ -360,22 +360,25 @@ class Session:
 
     # ------------------------------------------------------------------ decoding
 
-    def _options(self, track: Track, *, partial: bool, load_window: bool) -> DecodeOptions:
+    def _options(
+        self, track: Track, *, partial: bool, load_window: bool, after_loop: bool = False
+    ) -> DecodeOptions:
         if not partial:
             window = self.settings.encoder_window
         elif load_window:
             window = self.settings.load_partial_encoder_window
         else:
             window = self.settings.partial_encoder_window
+        greedy = partial and not after_loop
         return DecodeOptions(
             language=self.stream.language,
             task=self.stream.task,
-            beam_size=self.settings.partial_beam_size if partial else self.settings.beam_size,
+            beam_size=self.settings.partial_beam_size if greedy else self.settings.beam_size,
             # Partials are aligned too: their words may be committed.
             word_timestamps=True,
             prompt=self._captions.prompt(track.index, self.stream.prompt),
             hotwords=self.stream.hotwords or None,
-            temperature_fallback=not partial,
+            temperature_fallback=not greedy,
             encoder_window=window,
         )
 
@@ -407,7 +410,9 @@ class Session:
         job = due.ticketed(
             ticket=next(self._tickets),
             session_id=self.id,
-            options=self._options(track, partial=not final, load_window=due.load_window),
+            options=self._options(
+                track, partial=not final, load_window=due.load_window, after_loop=due.after_loop
+            ),
             stale_since=track.shown_at,
             track=track.index,
             voices=voices,

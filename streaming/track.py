@@ -74,6 +74,8 @@ class Track:
         self._shown_until = -1  # the end of the last clip whose decode's words were shown
         self._shown_from = -1  # the open utterance whose words are on screen (or committed)
         self.hypothesis: list[Spoken] = []  # the last partial's uncommitted words
+        # The open utterance a partial of which fell into a loop (see Due.after_loop).
+        self._looped_in: int | None = None
         self.eager = Eager(enabled=settings.eager_finals)
         self.last_partial_at = now
         self.last_partial_size = 0
@@ -222,6 +224,7 @@ class Track:
             first=first,
             less_context=self._less_context(behind),
             load_window=load_window,
+            after_loop=self._looped_in == open_start,
         )
 
     @property
@@ -346,6 +349,8 @@ class Track:
         self.in_flight = None
         if job.kind == "partial" and looped(decoded):
             # Nothing changes: the words shown stand, and a preview of that speech still shows.
+            # The utterance's later partials search as a final does (Due.after_loop).
+            self._looped_in = self.segmenter.open_start
             self.stats.loops += 1
             return Outcome()
         self._shown_until = max(self._shown_until, job.end)

@@ -956,6 +956,27 @@ def test_an_agreed_word_waits_until_a_partial_has_heard_past_it() -> None:
     assert min(heard_past) >= 0.5 - 0.01, heard_past
 
 
+def test_after_a_partial_loops_its_utterance_s_partials_search_as_finals_do() -> None:
+    """A greedy partial that loops loops again on the same speech (a call's "The unit. The unit.
+    The unit.", four partials running, its words 2.8 s late): the utterance's later partials
+    are decoded with beam search and fallback, and its words still meet their bound. The next
+    utterance's partials are greedy again."""
+    h = Harness(partial_interval=0.5, commit_bound=1.5, max_utterance=30.0)
+    h.engine = LoopingPartialsEngine()
+    first, second = talk(200, 300, 400, 500, 600, 700, word=0.5), talk(800, 900, word=0.5)
+    looped_in = np.concatenate([first, silence(1.0)])
+    arrivals = run_with_arrivals(h, np.concatenate([looped_in, second, silence(1.0)]))
+    assert [w for w, _, _ in committed(h)] == transcript(first, second)
+    waits = [at - end for end, at in arrivals if end < len(first) / RATE]
+    assert max(waits) <= 1.5 + 0.1, waits
+    partials = [job for job, _ in h.engine_jobs if job.kind == "partial" and not job.preview]
+    searched = [(job.options.beam_size, job.options.temperature_fallback) for job in partials]
+    of_first = [s for job, s in zip(partials, searched, strict=True) if job.end <= len(first)]
+    of_second = [s for job, s in zip(partials, searched, strict=True) if job.end > len(looped_in)]
+    assert of_first[0] == (1, False) and set(of_first[1:]) == {(5, True)}, of_first
+    assert of_second[0] == (1, False), of_second
+
+
 class LoopingContextEngine(LoopingPartialsEngine):
     """Partials that carry a context loop; a preview (no context) reads the speech."""
 

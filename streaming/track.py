@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import replace
 
+from streaming import agreement
 from streaming.audio import History, Samples
 from streaming.clips import Clips
 from streaming.committed import Committed
@@ -40,14 +41,10 @@ from streaming.vad import Segmenter, Utterance
 
 # A partial is not worth a decode until the open utterance has grown this much.
 MIN_PARTIAL_GROWTH = SAMPLE_RATE // 5
-# A word two partials agree on is committed once it is this far from the clip's end: greedy
-# partials are least sure of their newest words, and two of them agree on a wrong word heard
-# with too little after it. Replayed on a manual clock over all 188 mono files (bench.replay,
-# docs/benchmarks.md), committed WER (Whisper's normaliser) was 0.0485 at 0.3 s, 0.0464 at
-# 0.5 s and 0.0463 at 0.7 s (offline 0.0428; 0.0425 with no commit before an utterance's end);
-# 0.5 s did no worse than 0.3 s on any of five subsets, 0.7 s lost on calls and waits longer.
-AGREE_AGE = round(0.5 * SAMPLE_RATE)
 WINDOW_SAMPLES = 512  # one VAD window
+# Seconds an eager final is allowed for its decode (beam search and alignment: 0.3 to 0.5 s
+# at one stream on 2 cores), when the partial it displaced commits what it would bring late.
+EAGER_DECODE = 0.5
 
 
 class Track:
@@ -269,9 +266,13 @@ class Track:
         )
 
     def on_displaced(self, decoded: Decoded) -> Outcome:
-        """The partial an eager final displaced came back: its words are shown, never
-        committed, unless a decode that heard more has shown that speech (under load the eager
-        final is shed, and this decode was all there was: docs/benchmarks.md)."""
+        """The partial an eager final displaced came back: its words are shown, unless a decode
+        that heard more has shown that speech (under load the eager final is shed, and this
+        decode was all there was: docs/benchmarks.md). Those its bound allows no later decode
+        for are committed: left to the eager final, they waited for its decode too, 2 s in all
+        ("so that in", replayed: docs/benchmarks.md). The eager
+        final started from the same committed words, and what it says of these again is
+        dropped as said (:meth:`_heard`)."""
         job, self.displaced = self.displaced, None
         if job is None or job.end <= self._shown_until or looped(decoded):
             return Outcome()
@@ -279,10 +280,13 @@ class Track:
         if not words:
             return Outcome()
         self._shown_until = job.end
-        self.hypothesis = words
-        if self.segmenter.open_start is not None:
-            self._shown_from = self.segmenter.open_start
-        return Outcome(partial=words, partial_span=(self.committed.until, job.end))
+        limit = job.end - self.settings.force_age
+        if self.in_flight is not None and self.in_flight[0].speculative:
+            # The eager final commits these words too, better heard (beam search, up to the
+            # pause): only those it would bring past their bound are committed here.
+            eager = self.in_flight[0]
+            limit = min(limit, eager.end - round((self.settings.commit_bound - EAGER_DECODE) * SAMPLE_RATE))
+        return self._settle(job, decoded, words, 0, limit)
 
     def on_displaced_lost(self, ticket: int) -> None:
         """The job with ``ticket`` was not decoded: if it is the displaced partial, nothing is
@@ -365,7 +369,7 @@ class Track:
                 # in flight in place of a partial) held its words well past the bound.
                 if self.waiting or self.segmenter.open_start is None:
                     return Outcome()  # the utterance closed meanwhile: its final says it
-                return self._on_partial(job, decoded, settled_until=job.end - AGREE_AGE)
+                return self._on_partial(job, decoded, settled_until=job.end - agreement.AGREE_AGE)
             if eager.utterance is None:
                 return Outcome()  # the pause goes on: held until it closes the utterance
             return self.take_eager()
@@ -420,19 +424,17 @@ class Track:
         """Commit the words two decodes agree on, and those old enough that the bound is near
         (all ending by ``settled_until`` when it is given: a decode whose clip ends in a pause)."""
         words = self._spoken(job, decoded, self.segmenter.speech_ranges())
-        agreed = 0
-        for old, new in zip(self.hypothesis, words, strict=False):
-            if old.key != new.key or job.end - new.end < AGREE_AGE:
-                break
-            agreed += 1
-        forced = agreed
         limit = job.end - self.settings.force_age if settled_until is None else settled_until
-        while forced < len(words) and words[forced].end <= limit:
-            forced += 1
+        return self._settle(job, decoded, words, agreement.agreed(self.hypothesis, words, job.end), limit)
+
+    def _settle(self, job: Job, decoded: Decoded, words: list[Spoken], agreed: int, limit: int) -> Outcome:
+        """Commit the first ``agreed`` of a partial's ``words`` and those after them ending by
+        ``limit`` (:func:`~streaming.agreement.settled`); the rest are shown."""
+        settled = agreement.settled(words, agreed, limit)
         self.stats.agreed += agreed
-        self.stats.forced += forced - agreed
-        committed, amended = self._commit(words[:forced], decoded)
-        self.hypothesis = words[forced:]
+        self.stats.forced += settled - agreed
+        committed, amended = self._commit(words[:settled], decoded)
+        self.hypothesis = words[settled:]
         if (committed or self.hypothesis) and self.segmenter.open_start is not None:
             self._shown_from = self.segmenter.open_start
         return Outcome(

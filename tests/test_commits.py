@@ -10,9 +10,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from streaming import agreement
 from streaming.config import StreamConfig
 from streaming.engine import Clip, Decoded, DecodedWord, DecodeOptions
 from streaming.jobs import Behind, Job
+from streaming.spoken import Spoken
 from tests.fakes import RATE, ScriptedEngine, heard_words, silence, tone
 from tests.test_session import Harness
 
@@ -251,9 +253,35 @@ def test_a_partial_an_eager_final_displaced_shows_its_words_unless_that_final_sh
     else:
         [message] = partials
         assert message["segment"]["text"] == "F220.0"  # type: ignore[typeddict-item]
-    assert committed(h) == []  # a displaced partial commits nothing
+    assert committed(h) == []  # too young to be forced
     h.audio(silence(0.5))
     assert [w for w, _, _ in committed(h)] == ["F220.0", "f220.1", "f220.2"]
+
+
+@pytest.mark.parametrize("eager_back", [True, False])
+def test_a_displaced_partial_commits_the_words_its_bound_allows_no_later_decode_for(eager_back: bool) -> None:
+    """Left to the eager final that took its place, they waited for its decode too (2 s on a
+    1.5 s bound, replayed); the eager final, or the plain final when it is shed, does not say
+    them again."""
+    h = Harness(partial_interval=0.5, commit_bound=1.4)  # words 0.6 s old are forced
+    speech = talk(220, word=3.0, gap=0.0)
+    h.audio(speech[: int(2.2 * RATE)])
+    h.audio(speech[int(2.2 * RATE) :], run_jobs=False)
+    [partial] = h.pending
+    h.audio(silence(0.1), run_jobs=False)
+    [eager] = [j for j in h.pending if j.speculative]
+    h.pending = []
+    assert partial.urgent
+    before = [w for w, _, _ in committed(h)]
+    h.session.receive_result(partial.ticket, h.engine.transcribe(partial.clip, partial.options))
+    h.pump(run_jobs=False)
+    assert [w for w, _, _ in committed(h)] == [*before, "f220.3"]  # it ended 0.6 s before the clip's end
+    if eager_back:
+        h.session.receive_result(eager.ticket, h.engine.transcribe(eager.clip, eager.options))
+    else:
+        h.session.receive_failure(eager.ticket, "superseded")
+    h.audio(silence(0.5))
+    assert [w for w, _, _ in committed(h)] == transcript(speech)
 
 
 class EchoingEngine(ScriptedEngine):
@@ -973,7 +1001,8 @@ def test_after_a_partial_loops_its_utterance_s_partials_search_as_finals_do() ->
     searched = [(job.options.beam_size, job.options.temperature_fallback) for job in partials]
     of_first = [s for job, s in zip(partials, searched, strict=True) if job.end <= len(first)]
     of_second = [s for job, s in zip(partials, searched, strict=True) if job.end > len(looped_in)]
-    assert of_first[0] == (1, False) and set(of_first[1:]) == {(5, True)}, of_first
+    assert of_first[0] == (1, False), of_first
+    assert set(of_first[1:]) == {(5, True)}, of_first
     assert of_second[0] == (1, False), of_second
 
 
@@ -1008,3 +1037,16 @@ def test_a_preview_still_shows_its_words_when_the_partial_beside_it_loops() -> N
     assert len(h.of_type("partial")) == shown + 1
     assert h.of_type("partial")[-1]["segment"]["text"].startswith("f330.0")  # type: ignore[typeddict-item]
     assert h.session.track_stats[0].loops == 1
+
+
+def test_the_agreed_words_open_both_partials_and_lie_far_enough_behind_the_clip_s_end() -> None:
+    def word(text: str, end: float) -> Spoken:
+        return Spoken(raw=f" {text}", start=round((end - 0.3) * RATE), end=round(end * RATE), probability=0.9)
+
+    before = [word("the", 0.5), word("wood", 1.0), word("cutter", 1.4)]
+    now = [word("The", 0.5), word("wood,", 1.0), word("cutters", 1.5), word("were", 1.8)]
+    assert agreement.agreed(before, now, clip_end=2 * RATE) == 2  # case and marks aside
+    assert agreement.agreed(before, now, clip_end=round(1.4 * RATE)) == 1  # "wood" heard 0.4 s past
+    assert agreement.agreed(before[1:], now, clip_end=2 * RATE) == 0  # agreement opens both
+    assert agreement.settled(now, 2, limit=round(1.5 * RATE)) == 3  # and what ends by the limit
+    assert agreement.settled(now, 0, limit=round(0.9 * RATE)) == 1

@@ -270,9 +270,8 @@ class Track:
         that heard more has shown that speech (under load the eager final is shed, and this
         decode was all there was: docs/benchmarks.md). Those its bound allows no later decode
         for are committed: left to the eager final, they waited for its decode too, 2 s in all
-        ("so that in", replayed: docs/benchmarks.md). The eager
-        final started from the same committed words, and what it says of these again is
-        dropped as said (:meth:`_heard`)."""
+        ("so that in", replayed: docs/benchmarks.md). The eager final started from the same
+        committed words, and what it says of these again is dropped as said (:meth:`_heard`)."""
         job, self.displaced = self.displaced, None
         if job is None or job.end <= self._shown_until or looped(decoded):
             return Outcome()

@@ -51,9 +51,11 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def publish(report: dict[str, Any], out: Path | None) -> None:
-    """Print a report, and write it to ``out`` when asked."""
+def publish(report: dict[str, Any], out: Path | None, *, detail: str | None = None) -> None:
+    """Write a report to ``out`` when asked, and print it, less its ``detail`` key (a row per
+    file or per sample, kept in the file)."""
     text = json.dumps(report, indent=2)
     if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
-    print(text)
+    print(json.dumps({k: v for k, v in report.items() if k != detail}, indent=2) if detail else text)

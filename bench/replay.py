@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import provenance
+from bench import provenance, publish
 from bench.engine import engine, manifest
 from bench.latency import longform
 from bench.predict import DATA, ROOT, corpus_wer
@@ -252,9 +252,7 @@ def main() -> None:
         "sets": {s: score([f for f in files if f["set"] == s]) for s in sets},
         "per_file": files,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "per_file"}, indent=2))
+    publish(report, args.out, detail="per_file")
 
 
 if __name__ == "__main__":

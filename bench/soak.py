@@ -26,7 +26,7 @@ import numpy as np
 import psutil
 import websockets
 
-from bench import provenance
+from bench import provenance, publish
 from bench.capacity import scrape
 from bench.latency import DATA, ROOT
 from clients.stream import Recording, read_audio, stream_file
@@ -161,9 +161,7 @@ def main() -> None:
         "fds_per_hour_second_half": round(slope_per_hour(samples, "fds"), 1),
         "samples": samples,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
+    publish(report, args.out, detail="samples")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""What a channel's next decode hears: its clip, the context it carries, and how long a
-partial's clip may be.
+"""What a channel's next decode hears: its clip, the context it carries, how long a partial's
+clip may be, and the audio kept for the decodes to come.
 
 A clip runs up to the newest audio (or a closed utterance's end), from the committed words that
 still fit its window before the new speech (their text forced on the decoder as the prefix), or,
@@ -18,7 +18,7 @@ from streaming.engine import Clip
 from streaming.outcome import TrackStats
 from streaming.settings import TrackSettings
 from streaming.unheard import Unheard
-from streaming.vad import Segmenter
+from streaming.vad import Segmenter, Utterance
 
 
 class Clips:
@@ -76,3 +76,20 @@ class Clips:
         """The first sample of ``ranges`` that no committed word covers, or None."""
         until = self.committed.until
         return min((max(lo, until) for lo, hi in ranges if hi > until), default=None)
+
+    def trim(self, decoding: Sequence[Utterance]) -> None:
+        """Keep the audio a decode may still need: the context window before the oldest decode
+        to come (the closed utterances ``decoding`` and the open one), and every sample not
+        committed yet; forget the committed words and unheard speech before it."""
+        segmenter = self.segmenter
+        ends = [segmenter.received, *(u.end for u in decoding)]
+        starts = [u.start for u in decoding]
+        if segmenter.open_start is not None:
+            starts.append(segmenter.open_start)
+        floor = min(ends) - self.settings.max_decode
+        self.committed.forget_before(floor)
+        self.unheard.give_up_before(floor)
+        starts += [lo for lo, _ in self.unheard.ranges]
+        # Without context, only what the segmenter still holds can start an utterance.
+        keep_from = floor if self.committed.words else segmenter.received - segmenter.buffered
+        self.history.trim(min([keep_from, *starts]))

@@ -34,7 +34,7 @@ from streaming.clock import Clock
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import StreamConfig
 from streaming.diarize import Clusters, Diarizer
-from streaming.engine import ALIGNMENT_LAG, Decoded, DecodeOptions, has_word
+from streaming.engine import ALIGNMENT_LAG, Decoded, has_word
 from streaming.errors import (
     FrameTooLarge,
     IdleTimeout,
@@ -360,28 +360,6 @@ class Session:
 
     # ------------------------------------------------------------------ decoding
 
-    def _options(
-        self, track: Track, *, partial: bool, load_window: bool, after_loop: bool = False
-    ) -> DecodeOptions:
-        if not partial:
-            window = self.settings.encoder_window
-        elif load_window:
-            window = self.settings.load_partial_encoder_window
-        else:
-            window = self.settings.partial_encoder_window
-        greedy = partial and not after_loop
-        return DecodeOptions(
-            language=self.stream.language,
-            task=self.stream.task,
-            beam_size=self.settings.partial_beam_size if greedy else self.settings.beam_size,
-            # Partials are aligned too: their words may be committed.
-            word_timestamps=True,
-            prompt=self._captions.prompt(track.index, self.stream.prompt),
-            hotwords=self.stream.hotwords or None,
-            temperature_fallback=not greedy,
-            encoder_window=window,
-        )
-
     def _dispatch(self) -> None:
         """Ask for the decodes that are due: per channel one at a time, each prefixed with
         what the one before committed."""
@@ -410,8 +388,12 @@ class Session:
         job = due.ticketed(
             ticket=next(self._tickets),
             session_id=self.id,
-            options=self._options(
-                track, partial=not final, load_window=due.load_window, after_loop=due.after_loop
+            options=self.settings.decode_options(
+                self.stream,
+                prompt=self._captions.prompt(track.index, self.stream.prompt),
+                partial=not final,
+                load_window=due.load_window,
+                after_loop=due.after_loop,
             ),
             stale_since=track.shown_at,
             track=track.index,

@@ -8,7 +8,7 @@ from typing import Any
 
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.config import Config, StreamConfig
-from streaming.engine import FRAMES_PER_SECOND, MAX_FRAMES, WINDOW_MARGIN_FRAMES
+from streaming.engine import FRAMES_PER_SECOND, MAX_FRAMES, WINDOW_MARGIN_FRAMES, DecodeOptions
 
 # The encoder window holds a clip and this much room after it.
 WINDOW_MARGIN = WINDOW_MARGIN_FRAMES / FRAMES_PER_SECOND
@@ -128,6 +128,32 @@ class SessionSettings:
             "idle_timeout": self.idle_timeout,
             "max_unsent_messages": self.max_unsent_messages,
         }
+
+    def decode_options(
+        self, stream: StreamConfig, *, prompt: str | None, partial: bool, load_window: bool, after_loop: bool
+    ) -> DecodeOptions:
+        """How a stream's decode runs: a final searches (beam, temperature fallback) in the whole
+        encoder window; a partial is greedy in a smaller one, the smallest while partials wait
+        (``load_window``), and searches as a final does once one of its utterance's partials
+        looped (``after_loop``)."""
+        if not partial:
+            window = self.encoder_window
+        elif load_window:
+            window = self.load_partial_encoder_window
+        else:
+            window = self.partial_encoder_window
+        greedy = partial and not after_loop
+        return DecodeOptions(
+            language=stream.language,
+            task=stream.task,
+            beam_size=self.partial_beam_size if greedy else self.beam_size,
+            # Partials are aligned too: their words may be committed.
+            word_timestamps=True,
+            prompt=prompt,
+            hotwords=stream.hotwords or None,
+            temperature_fallback=not greedy,
+            encoder_window=window,
+        )
 
     def track_settings(self) -> TrackSettings:
         return TrackSettings(

@@ -398,7 +398,9 @@ class Track:
 
     def _final(self, words: list[Spoken], decoded: Decoded, utterance: Utterance) -> Outcome:
         """Commit a final's words: its utterance is decoded."""
-        words, resumed = self._before_skip(words, utterance)
+        words, resumed = self.unheard.before_skip(words, utterance, self.committed.until)
+        if resumed is not None:
+            self.stats.skips += 1
         committed, amended = self._commit(words, decoded)
         if not self._after_final(utterance, resumed=resumed):
             self.events.append(UtteranceDone(self.index, utterance.start, utterance.end))
@@ -463,13 +465,6 @@ class Track:
             ]
         )
 
-    def _before_skip(self, words: list[Spoken], utterance: Utterance) -> tuple[list[Spoken], int | None]:
-        """See :meth:`Unheard.before_skip`."""
-        kept, resumed = self.unheard.before_skip(words, utterance, self.committed.until)
-        if resumed is not None:
-            self.stats.skips += 1
-        return kept, resumed
-
     def _commit(
         self, words: list[Spoken], decoded: Decoded
     ) -> tuple[list[Spoken], tuple[Spoken, str] | None]:
@@ -507,25 +502,10 @@ class Track:
         return None
 
     def _trim(self) -> None:
-        """Keep the audio a decode may still need: the context window before the oldest
-        decode to come, and every sample not committed yet."""
+        """Keep the audio a decode may still need (:meth:`Clips.trim`)."""
         # A final decoding may leave speech unworded, to retry from this audio.
-        decoding = self.closed()
-        ends = [self.segmenter.received, *(u.end for u in decoding)]
-        starts = [u.start for u in decoding]
         closed = self.eager.closed
-        if closed is not None:
-            ends.append(closed.end)
-            starts.append(closed.start)
-        if self.segmenter.open_start is not None:
-            starts.append(self.segmenter.open_start)
-        floor = min(ends) - self.settings.max_decode
-        self.committed.forget_before(floor)
-        self.unheard.give_up_before(floor)
-        starts += [lo for lo, _ in self.unheard.ranges]
-        # Without context, only what the segmenter still holds can start an utterance.
-        keep_from = floor if self.committed.words else self.segmenter.received - self.segmenter.buffered
-        self.history.trim(min([keep_from, *starts]))
+        self.clips.trim([*self.closed(), *([closed] if closed is not None else [])])
 
     def _drop_eager(self) -> None:
         dropped = self.eager.drop()

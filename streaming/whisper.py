@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from streaming import alignment
 from streaming.audio import Samples
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.engine import (
     FRAMES_PER_SECOND,
-    HOP_LENGTH,
     MAX_FRAMES,
-    SENTENCE_END_MARKS,
     WINDOW_MARGIN_FRAMES,
     Clip,
     Decoded,
@@ -33,12 +32,8 @@ from streaming.engine import (
 
 logger = logging.getLogger(__name__)
 
-TOKENS_PER_SECOND = FRAMES_PER_SECOND // 2  # the encoder halves the frame rate
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 BEST_OF = 5  # samples per fallback temperature
-# faster-whisper's defaults (Whisper's): marks merged into the word beside them.
-PREPEND_PUNCTUATION = "\"'\u201c\u00bf([{-"
-APPEND_PUNCTUATION = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001"
 # The prefix is at most half of the decoder's context, as Whisper's own prompts are.
 MAX_PREFIX_TOKENS = 200
 # Read speech runs at up to about 10 tokens a second (the fastest clip of the shared data has
@@ -47,9 +42,6 @@ MAX_PREFIX_TOKENS = 200
 # 224 tokens (a greedy partial of 2 s ran five times its usual time to get there).
 TOKENS_PER_SECOND_OF_AUDIO = 15
 SPARE_TOKENS = 16
-# Tokens either side of the prefix's end that the split into words looks at for a word the
-# decode goes on with: more than any one word's.
-JOIN_TOKENS = 8
 
 
 @dataclass
@@ -67,7 +59,8 @@ class WhisperEngine:
     faster-whisper's own ``transcribe`` decodes one recording at a time and pads every window
     to 30 s. Here the utterances of several streams are encoded and decoded in one call each,
     text only (the VAD already cut the audio, so no timestamp tokens are needed), and words
-    are aligned in one ``align`` call over the whole batch. The encoder window is the options'
+    are aligned in one ``align`` call over the whole batch (:mod:`streaming.alignment`). The
+    encoder window is the options'
     ``encoder_window`` seconds, or the longest utterance plus a margin: the encoder's cost
     grows with the window, and on utterances of at most 12 s a 15 s window transcribes as well
     as 30 s (docs/benchmarks.md). The temperature fallback runs, batched too, on the items
@@ -176,12 +169,13 @@ class WhisperEngine:
         silent = [self._silent(h) for h in hypotheses]
         words: list[tuple[DecodedWord, ...]] = [()] * len(audios)
         if options.word_timestamps:
-            words = self._align(
+            words = alignment.align(
+                self._model.model,
                 encoded,
-                audios,
-                tokenizers,
-                prefixes,
-                [[] if s else h.tokens for s, h in zip(silent, hypotheses, strict=True)],
+                audios=audios,
+                tokenizers=tokenizers,
+                prefixes=prefixes,
+                tokens=[[] if s else h.tokens for s, h in zip(silent, hypotheses, strict=True)],
             )
         share = (time.perf_counter() - started) / len(audios)
         return [
@@ -190,7 +184,7 @@ class WhisperEngine:
                 words=() if quiet else w,
                 language=tokenizer.language_code,
                 seconds=share,
-                continued="" if quiet else _continued(tokenizer, prefix, h.tokens),
+                continued="" if quiet else alignment.continued(tokenizer, prefix, h.tokens),
             )
             for h, quiet, w, tokenizer, prefix in zip(
                 hypotheses, silent, words, tokenizers, prefixes, strict=True
@@ -417,125 +411,6 @@ class WhisperEngine:
             return_no_speech_prob=True,
             **search,
         )
-
-    def _align(
-        self,
-        encoded: Any,
-        audios: Sequence[Samples],
-        tokenizers: list[Any],
-        prefixes: list[list[int]],
-        tokens: list[list[int]],
-    ) -> list[tuple[DecodedWord, ...]]:
-        """Word timings for every item from one ``align`` call (cross-attention + DTW). The
-        prefix is aligned with the new tokens, so that they are placed after the audio it covers;
-        only the new words are returned."""
-        from faster_whisper.transcribe import merge_punctuations
-
-        frames = [min(len(audio) // HOP_LENGTH, MAX_FRAMES) for audio in audios]
-        results = self._model.model.align(
-            encoded,
-            tokenizers[0].sot_sequence,
-            [[*p, *t] if t else [] for p, t in zip(prefixes, tokens, strict=True)],
-            frames,
-            median_filter_width=7,
-        )
-        out: list[tuple[DecodedWord, ...]] = []
-        for tokenizer, prefix, text_tokens, result, audio in zip(
-            tokenizers, prefixes, tokens, results, audios, strict=True
-        ):
-            if not text_tokens:
-                out.append(())
-                continue
-            alignment = _word_alignment(tokenizer, [*prefix, *text_tokens], result)
-            merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
-            # A word is new when its tokens start after the prefix. A mark the model appends to
-            # the prefix's last word (a comma) is no new word: ``Decoded.prefix_mark`` has it.
-            alignment = _after_prefix(alignment, len(prefix))
-            duration = len(audio) / SAMPLE_RATE
-            out.append(
-                tuple(
-                    DecodedWord(
-                        w["word"],
-                        min(float(w["start"]), duration),
-                        min(float(w["end"]), duration),
-                        float(w["probability"]),
-                    )
-                    for w in alignment
-                    if w["word"]
-                )
-            )
-        return out
-
-
-def _word_alignment(tokenizer: Any, text_tokens: list[int], result: Any) -> list[dict[str, Any]]:
-    """Words with start and end from the token-to-frame path (faster-whisper's method), with
-    a sentence's final mark kept no longer than twice the median word."""
-    probabilities = result.text_token_probs
-    text_indices = np.array([pair[0] for pair in result.alignments])
-    time_indices = np.array([pair[1] for pair in result.alignments])
-    words, word_tokens = tokenizer.split_to_word_tokens([*text_tokens, tokenizer.eot])
-    if len(word_tokens) <= 1:
-        return []
-    boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
-    jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
-    jump_times = time_indices[jumps] / TOKENS_PER_SECOND
-    starts = jump_times[boundaries[:-1]]
-    ends = jump_times[boundaries[1:]]
-    alignment = [
-        {
-            "word": word,
-            "tokens": tokens,
-            "start": float(start),
-            "end": float(end),
-            "probability": float(np.mean(probabilities[i:j])) if j > i else 0.0,
-        }
-        for word, tokens, start, end, i, j in zip(
-            words, word_tokens, starts, ends, boundaries[:-1], boundaries[1:], strict=False
-        )
-    ]
-    durations = np.array([w["end"] - w["start"] for w in alignment])
-    durations = durations[durations.nonzero()]
-    if len(durations):
-        longest = min(0.7, float(np.median(durations))) * 2
-        for i in range(1, len(alignment)):
-            word, before = alignment[i], alignment[i - 1]
-            if word["end"] - word["start"] > longest:
-                if word["word"] in SENTENCE_END_MARKS:
-                    word["end"] = word["start"] + longest
-                elif before["word"] in SENTENCE_END_MARKS:
-                    word["start"] = word["end"] - longest
-    return alignment
-
-
-def _continued(tokenizer: Any, prefix: list[int], tokens: list[int]) -> str:
-    """The letters the model glued onto the prefix's last word before its first new word, or
-    "": a word the prefix's clip cut short, which the decode that heard the rest completes
-    ("fount" going on "s were bad", for "founts were bad"). The word is split as the alignment
-    splits words (a mark is a word of its own), over the tokens at the join alone; letters
-    after a mark ("books," then "s") go on no word."""
-    if not prefix or not tokens:
-        return ""
-    tail = prefix[-JOIN_TOKENS:]
-    _, word_tokens = tokenizer.split_to_word_tokens([*tail, *tokens[:JOIN_TOKENS]])
-    at = 0
-    for word in word_tokens:
-        if at + len(word) > len(tail):
-            if at >= len(tail):
-                return ""  # the first new token begins a word
-            head = str(tokenizer.decode(word[: len(tail) - at]))
-            return str(tokenizer.decode(word[len(tail) - at :])) if head[-1:].isalnum() else ""
-        at += len(word)
-    return ""
-
-
-def _after_prefix(alignment: list[dict[str, Any]], prefix: int) -> list[dict[str, Any]]:
-    consumed = 0
-    kept = []
-    for word in alignment:
-        if consumed >= prefix:
-            kept.append(word)
-        consumed += len(word["tokens"])
-    return kept
 
 
 def resolve_device(device: str) -> str:

@@ -98,6 +98,7 @@ def create_app(
                 workers=config.workers,
                 # A partial older than its cadence is stale: a fresher one is due.
                 partial_max_age=config.partial_interval,
+                first_patience=config.first_partial_patience,
                 clock=found.clock,
                 voices=voices,
             )

@@ -100,6 +100,13 @@ class Config:
         "partials decoded together in one model call; 0 picks 1 on CPU (a final arriving "
         "meanwhile may wait for the call) and 16 on CUDA",
     )
+    first_partial_patience: float = _opt(
+        0.0,
+        "seconds a new utterance's first partial (or its preview) waits behind finals before it "
+        "is decoded ahead of them; 0 keeps finals first always. On 2 cores with tiny.en, 0.3 took "
+        "the first partial's p95 at 8 streams from about 1.0 to 0.8 s, and the capacity at a "
+        "1.5 s p95 final from 12 streams to 8 (docs/benchmarks.md)",
+    )
     encoder_window: float = _opt(
         15.0,
         "seconds of audio the encoder sees per utterance, or the utterance plus 1 s if longer; "
@@ -241,6 +248,7 @@ class Config:
             (self.batch_size >= 0, "batch_size must be >= 0"),
             (self.partial_batch_size >= 0, "partial_batch_size must be >= 0"),
             (self.workers >= 0, "workers must be >= 0"),
+            (self.first_partial_patience >= 0, "first_partial_patience must be >= 0"),
             (10.0 <= self.encoder_window <= 30.0, "encoder_window must be in [10, 30] seconds"),
             (self.max_context >= 0, "max_context must be >= 0"),
             (self.load_context >= 0, "load_context must be >= 0"),

@@ -18,6 +18,11 @@
 - a new utterance's first partial (``Job.first``: none of its words is on screen yet) goes
   before every other partial and is not shed for its age: there is about one per utterance,
   and it is what a viewer waits for;
+- with ``first_patience`` set, a first partial that waited that long goes before the finals
+  too, the longest waiting first: it is short, and a burst of finals (streams that end their
+  utterances together) held one for a second. Finals then wait for those: at 8 streams on 2
+  cores that was the first partial's p95 down from about 1.0 to 0.8 s, but at 12 streams the
+  p95 final rose from 0.9 to 2.6 s (docs/benchmarks.md), so it is off by default;
 - urgent partials (their words reach the commit bound) go next and are not shed for their
   age; finals still go first (at 8 streams on 2 cores, urgent partials queued with the finals
   tripled the p95 final latency, docs/benchmarks.md);
@@ -115,9 +120,11 @@ class DecodeQueue(Generic[T]):
         max_finals: int,
         partial_max_age: float,
         partial_batch_size: int | None = None,
+        first_patience: float = 0.0,
     ) -> None:
         if batch_size < 1 or (partial_batch_size is not None and partial_batch_size < 1):
             raise ValueError("batch sizes must be >= 1")
+        self.first_patience = first_patience  # 0: finals always first
         self.batch_size = batch_size
         self.partial_batch_size = partial_batch_size or batch_size
         self.max_finals = max_finals
@@ -156,7 +163,12 @@ class DecodeQueue(Generic[T]):
         """The next batch (empty when nothing waits) and the tokens of the partials shed."""
         shed = self._shed(now)
         self._forget_waits(now)
-        if self._finals:
+        overdue = self._overdue_firsts(now)
+        if overdue:
+            batch = _take_alike(overdue, self.partial_batch_size)
+            for waiting in batch:
+                del self._partials[waiting.job.stream_key]
+        elif self._finals:
             batch = _take_alike(self._finals, self.batch_size)
         else:
             queue = deque(sorted(self._partials.values(), key=_partial_rank))
@@ -167,6 +179,15 @@ class DecodeQueue(Generic[T]):
             self._waits[waiting.job.kind].append((now, now - waiting.submitted))
         self._count()
         return batch, shed
+
+    def _overdue_firsts(self, now: float) -> deque[Waiting[T]]:
+        """The first partials that waited ``first_patience``, the longest waiting first."""
+        if not self.first_patience or not self._finals:
+            return deque()
+        late = (
+            w for w in self._partials.values() if w.job.first and now - w.submitted >= self.first_patience
+        )
+        return deque(sorted(late, key=lambda w: w.submitted))
 
     def behind(self, now: float) -> Behind:
         """Are the workers behind, on finals and on partials? They are on a kind whose decodes
@@ -246,6 +267,7 @@ class Scheduler:
         batch_size: int,
         partial_max_age: float,
         partial_batch_size: int | None = None,
+        first_patience: float = 0.0,
         workers: int = 1,
         max_finals: int = 1024,
         clock: Clock | None = None,
@@ -261,6 +283,7 @@ class Scheduler:
             partial_batch_size=partial_batch_size,
             max_finals=max_finals,
             partial_max_age=partial_max_age,
+            first_patience=first_patience,
         )
         self._cond = threading.Condition()
         self._stopping = False

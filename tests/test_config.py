@@ -62,6 +62,8 @@ def test_flag_beats_env_and_env_beats_default() -> None:
 def test_invalid_values_are_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="vad_threshold"):
         Config(vad_threshold=1.5)
+    with pytest.raises(ValueError, match="first_partial_patience"):
+        Config(first_partial_patience=-0.1)
     args = build_parser().parse_args(["serve"])
     with pytest.raises(ValueError, match="STREAMING_PORT"):
         config_from(args, {"STREAMING_PORT": "eighty"})

@@ -394,6 +394,33 @@ def test_a_new_utterances_first_partial_goes_before_every_other_partial_and_is_n
     assert shed == ["late"]
 
 
+def test_with_a_patience_a_first_partial_that_waited_it_goes_before_the_finals() -> None:
+    """``first_patience``: a burst of finals (streams that end their utterances together) held a
+    new utterance's first words for a second at 8 streams. A first partial that waited that long
+    is decoded before the finals, the longest waiting first; other partials still wait for every
+    final. Without it (the default), finals always go first."""
+    patience = 0.3
+    q = DecodeQueue[str](
+        batch_size=1, partial_batch_size=1, max_finals=8, partial_max_age=10.0, first_patience=patience
+    )
+    for name in ("a", "b", "c"):
+        q.add(job(name), f"final {name}", 0.0)
+    q.add(job("d", "partial"), "plain", 0.0)
+    q.add(replace(job("e", "partial"), first=True, preview=True), "later first", 0.1)
+    q.add(replace(job("f", "partial"), first=True), "first", 0.0)
+    assert names(q.take(0.0)[0]) == ["final a"]  # not overdue yet: the finals go first
+    assert names(q.take(patience)[0]) == ["first"]
+    assert names(q.take(patience)[0]) == ["final b"]  # the other first partial is not overdue yet
+    assert names(q.take(patience + 0.1)[0]) == ["later first"]
+    assert names(q.take(patience + 0.1)[0]) == ["final c"]
+    assert names(q.take(patience + 0.1)[0]) == ["plain"]
+
+    default = DecodeQueue[str](batch_size=1, partial_batch_size=1, max_finals=8, partial_max_age=10.0)
+    default.add(replace(job("f", "partial"), first=True), "first", 0.0)
+    default.add(job("a"), "final", 0.0)
+    assert names(default.take(5.0)[0]) == ["final"]
+
+
 def test_a_preview_and_the_partial_after_it_wait_side_by_side() -> None:
     """A preview (decoded without context beside the previous final) is not superseded by the
     same stream's next partial: it is usually decoded first, and shows the words sooner."""

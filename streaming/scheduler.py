@@ -20,9 +20,8 @@
   and it is what a viewer waits for;
 - with ``first_patience`` set, a first partial that waited that long goes before the finals
   too, the longest waiting first: it is short, and a burst of finals (streams that end their
-  utterances together) held one for a second. Finals then wait for those: at 8 streams on 2
-  cores that was the first partial's p95 down from about 1.0 to 0.8 s, but at 12 streams the
-  p95 final rose from 0.9 to 2.6 s (docs/benchmarks.md), so it is off by default;
+  utterances together) held one for a second. Finals then wait for those, which near capacity
+  they never make up (the trade is measured in docs/benchmarks.md), so it is off by default;
 - urgent partials (their words reach the commit bound) go next and are not shed for their
   age; finals still go first (at 8 streams on 2 cores, urgent partials queued with the finals
   tripled the p95 final latency, docs/benchmarks.md);
@@ -163,15 +162,11 @@ class DecodeQueue(Generic[T]):
         """The next batch (empty when nothing waits) and the tokens of the partials shed."""
         shed = self._shed(now)
         self._forget_waits(now)
-        overdue = self._overdue_firsts(now)
-        if overdue:
-            batch = _take_alike(overdue, self.partial_batch_size)
-            for waiting in batch:
-                del self._partials[waiting.job.stream_key]
-        elif self._finals:
+        overdue = self._overdue_firsts(now)  # only ever while finals wait
+        if self._finals and not overdue:
             batch = _take_alike(self._finals, self.batch_size)
         else:
-            queue = deque(sorted(self._partials.values(), key=_partial_rank))
+            queue = overdue or deque(sorted(self._partials.values(), key=_partial_rank))
             batch = _take_alike(queue, self.partial_batch_size)
             for waiting in batch:
                 del self._partials[waiting.job.stream_key]

@@ -35,8 +35,8 @@ from streaming.jobs import NOT_BEHIND, Behind, Due, Job
 from streaming.outcome import Outcome, TrackStats
 from streaming.preview import Preview
 from streaming.settings import TrackSettings
-from streaming.spoken import Spoken, looped, overlaps, spoken_words
-from streaming.unheard import SKIP_RETRY_CONTEXT, UNHEARD_TAIL, Unheard
+from streaming.spoken import Spoken, looped, overlaps, skipped, spoken_words
+from streaming.unheard import SKIP_RETRY_CONTEXT, SKIPPED_SPEECH, UNHEARD_TAIL, Unheard
 from streaming.vad import Segmenter, Utterance
 
 # A partial is not worth a decode until the open utterance has grown this much.
@@ -430,8 +430,14 @@ class Track:
 
     def _settle(self, job: Job, decoded: Decoded, words: list[Spoken], agreed: int, limit: int) -> Outcome:
         """Commit the first ``agreed`` of a partial's ``words`` and those after them ending by
-        ``limit`` (:func:`~streaming.agreement.settled`); the rest are shown."""
-        settled = agreement.settled(words, agreed, limit)
+        ``limit`` (:func:`~streaming.agreement.settled`), none after speech the partial passed
+        over; the rest are shown."""
+        # A partial can pass over speech as a final can (Unheard.before_skip): committed, the
+        # words after it would give that speech up for good. They wait for a later decode, or
+        # for the final, which retries what it passes over.
+        heard = skipped(words, self.segmenter.speech_ranges(), SKIPPED_SPEECH, since=self.committed.until)
+        agreed = min(agreed, heard)
+        settled = min(agreement.settled(words, agreed, limit), heard)
         self.stats.agreed += agreed
         self.stats.forced += settled - agreed
         committed, amended = self._commit(words[:settled], decoded)

@@ -461,6 +461,39 @@ def test_speech_a_final_passes_over_before_its_first_word_is_decoded_alone(file:
     assert (stats.skips, stats.retries) == (1, 1)
 
 
+class PartialsPassOverAVoiceEngine(ScriptedEngine):
+    """A partial with a prefix passes over the 330 Hz voice, as a final can
+    (:class:`PassesOverAVoiceEngine`); a final hears it."""
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        if options.beam_size > 1 or not clip.prefix:
+            return decoded
+        kept = tuple(w for w in decoded.words if not w.text.strip().startswith("f330"))
+        return Decoded("".join(w.text for w in kept).strip(), kept, "en", decoded.seconds)
+
+
+def test_a_partial_commits_no_word_after_speech_it_passed_over() -> None:
+    """Committed, the words after the speech a partial passed over would give that speech up:
+    the final would start after them. They wait, and the final says every word once, in
+    order."""
+    h = Harness(eager_finals=False)  # an eager final (beam search) would hear the voice
+    h.engine = PartialsPassOverAVoiceEngine()
+    # One utterance (TEST_VAD cuts at 4 s): a word, then the voice, then words enough for the
+    # partials to commit some before the utterance ends.
+    speech = np.concatenate(
+        [tone(0.6, freq=220), silence(0.1), tone(1.3, freq=330), silence(0.1), tone(1.6, freq=440)]
+    )
+    h.audio(np.concatenate([silence(0.3), speech, silence(0.8)]))
+    h.text({"type": "end"})
+    said = [w for w, _, _ in committed(h)]
+    assert said == transcript(speech), said
+    # The partials committed the word before that speech while the utterance went on; the
+    # words after it waited for the final.
+    segments = [m["segment"]["text"] for m in h.of_type("segment")]  # type: ignore[typeddict-item]
+    assert segments == ["F220.0", " ".join(said[1:])], segments
+
+
 class MarksForNoiseEngine(ScriptedEngine):
     """Says "..." for a clip of the 110 Hz hum, as Whisper does for a breath or a noise alone."""
 

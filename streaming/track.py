@@ -275,7 +275,8 @@ class Track:
         job, self.displaced = self.displaced, None
         if job is None or job.end <= self._shown_until or looped(decoded):
             return Outcome()
-        words = self._spoken(job, decoded, self.segmenter.speech_ranges())
+        speech = self.segmenter.speech_ranges()
+        words = self._spoken(job, decoded, speech)
         if not words:
             return Outcome()
         self._shown_until = job.end
@@ -285,7 +286,7 @@ class Track:
             # pause): only those it would bring past their bound are committed here.
             eager = self.in_flight[0]
             limit = min(limit, eager.end - round((self.settings.commit_bound - EAGER_DECODE) * SAMPLE_RATE))
-        return self._settle(job, decoded, words, 0, limit)
+        return self._settle(job, decoded, words, speech, agreed=0, limit=limit)
 
     def on_displaced_lost(self, ticket: int) -> None:
         """The job with ``ticket`` was not decoded: if it is the displaced partial, nothing is
@@ -424,18 +425,30 @@ class Track:
     def _on_partial(self, job: Job, decoded: Decoded, *, settled_until: int | None = None) -> Outcome:
         """Commit the words two decodes agree on, and those old enough that the bound is near
         (all ending by ``settled_until`` when it is given: a decode whose clip ends in a pause)."""
-        words = self._spoken(job, decoded, self.segmenter.speech_ranges())
+        speech = self.segmenter.speech_ranges()
+        words = self._spoken(job, decoded, speech)
         limit = job.end - self.settings.force_age if settled_until is None else settled_until
-        return self._settle(job, decoded, words, agreement.agreed(self.hypothesis, words, job.end), limit)
+        agreed = agreement.agreed(self.hypothesis, words, job.end)
+        return self._settle(job, decoded, words, speech, agreed=agreed, limit=limit)
 
-    def _settle(self, job: Job, decoded: Decoded, words: list[Spoken], agreed: int, limit: int) -> Outcome:
+    def _settle(
+        self,
+        job: Job,
+        decoded: Decoded,
+        words: list[Spoken],
+        speech: tuple[tuple[int, int], ...],
+        *,
+        agreed: int,
+        limit: int,
+    ) -> Outcome:
         """Commit the first ``agreed`` of a partial's ``words`` and those after them ending by
-        ``limit`` (:func:`~streaming.agreement.settled`), none after speech the partial passed
-        over; the rest are shown."""
+        ``limit`` (:func:`~streaming.agreement.settled`), none after ``speech`` (the open
+        utterance's, as the words were kept against) the partial passed over; the rest are
+        shown."""
         # A partial can pass over speech as a final can (Unheard.before_skip): committed, the
         # words after it would give that speech up for good. They wait for a later decode, or
         # for the final, which retries what it passes over.
-        heard = skipped(words, self.segmenter.speech_ranges(), SKIPPED_SPEECH, since=self.committed.until)
+        heard = skipped(words, speech, SKIPPED_SPEECH, since=self.committed.until)
         agreed = min(agreed, heard)
         settled = min(agreement.settled(words, agreed, limit), heard)
         self.stats.agreed += agreed

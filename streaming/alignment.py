@@ -16,7 +16,14 @@ import numpy as np
 
 from streaming.audio import Samples
 from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
-from streaming.engine import FRAMES_PER_SECOND, HOP_LENGTH, MAX_FRAMES, SENTENCE_END_MARKS, DecodedWord
+from streaming.engine import (
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    MAX_FRAMES,
+    SENTENCE_END_MARKS,
+    DecodedWord,
+    has_word,
+)
 
 TOKENS_PER_SECOND = FRAMES_PER_SECOND // 2  # the encoder halves the frame rate
 # faster-whisper's defaults (Whisper's): marks merged into the word beside them.
@@ -27,6 +34,8 @@ APPEND_PUNCTUATION = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001"
 JOIN_TOKENS = 8
 # faster-whisper's smoothing of the attention weights before the time warping.
 MEDIAN_FILTER_WIDTH = 7
+# A word aligned to one step of the path or none: squeezed in where the path had no room.
+SQUEEZED = 1 / TOKENS_PER_SECOND
 
 
 def align(
@@ -101,7 +110,8 @@ def continued(tokenizer: Any, prefix: list[int], tokens: list[int]) -> str:
 
 def _word_alignment(tokenizer: Any, text_tokens: list[int], result: Any) -> list[dict[str, Any]]:
     """Words with start and end from the token-to-frame path (faster-whisper's method), with
-    a sentence's final mark kept no longer than twice the median word."""
+    a sentence's final mark, and a word the path stretched over unsaid speech at the clip's
+    end, kept no longer than twice the median word."""
     probabilities = result.text_token_probs
     text_indices = np.array([pair[0] for pair in result.alignments])
     time_indices = np.array([pair[1] for pair in result.alignments])
@@ -136,6 +146,20 @@ def _word_alignment(tokenizer: Any, text_tokens: list[int], result: Any) -> list
                     word["end"] = word["start"] + longest
                 elif before["word"] in SENTENCE_END_MARKS:
                     word["start"] = word["end"] - longest
+        # Where a decode left speech unsaid at its clip's end, the end of text aligns there:
+        # one word stretches over that speech, and the words after it are squeezed into the
+        # clip's last step ("of the" for "...of the true printed book," cut by the VAD inside
+        # it: "of" over 1.9 s, "the" in none). Taken as heard, that speech was given up. Cut
+        # back, it stays unworded, for the next decode or a retry (streaming.unheard). Only
+        # then: a long last word with none squeezed after it may be said that long, and cut
+        # back, a number ("1469," of "1469, 1470") left its own end as unworded speech; the
+        # skip rule took it for speech passed over and decoded it alone: "1869, 4".
+        spoken = [
+            k for k, w in enumerate(alignment) if w["end"] - w["start"] > SQUEEZED and has_word(w["word"])
+        ]
+        if spoken and any(has_word(w["word"]) for w in alignment[spoken[-1] + 1 :]):
+            last = alignment[spoken[-1]]
+            last["end"] = min(last["end"], last["start"] + longest)
     return alignment
 
 

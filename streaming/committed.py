@@ -15,7 +15,7 @@ from streaming.config import MODEL_SAMPLE_RATE as SAMPLE_RATE
 from streaming.context import repeated, repeats_itself
 from streaming.engine import Decoded
 from streaming.sentences import ends_sentence
-from streaming.spoken import Spoken, capitalised, unended
+from streaming.spoken import Spoken, capitalised, overlaps, unended
 
 # Audio kept before the first context word, for its onset.
 CONTEXT_LEAD = SAMPLE_RATE // 10
@@ -83,6 +83,24 @@ class Committed:
         """A decode starts, carrying the committed words as its prefix or not: the decode's own
         ending of the prefix's last word is awaited."""
         self._ending_of = self.words[-1] if self.words and prefixed else None
+
+    def new_words(self, words: list[Spoken], heard: tuple[tuple[int, int], ...]) -> tuple[list[Spoken], int]:
+        """A decode's ``words`` that are new, with how many said committed words again: those
+        over ``heard`` speech (not yet covered), and after what is committed, or aligned over
+        committed audio but not saying a word there again (:meth:`says_again`)."""
+        # The last committed word's span is heard speech too: its end is where its decode's
+        # path ran out, over any speech that decode left unsaid after it ("of" kept 0.7 s of
+        # "the true printed book,": streaming.alignment). A decode forced to go on after it
+        # places the words said there under it.
+        if self.words:
+            heard = (*heard, (self.words[-1].start, self.until))
+        kept = self.without_repeats(words)
+        new = [
+            w
+            for w in kept
+            if overlaps(w, heard) and ((w.start + w.end) // 2 >= self.until or not self.says_again(w))
+        ]
+        return self.opening(new), len(words) - len(kept)
 
     def without_repeats(self, words: list[Spoken]) -> list[Spoken]:
         """The new words less any run that says the committed words, or themselves, again."""

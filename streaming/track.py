@@ -35,7 +35,7 @@ from streaming.jobs import NOT_BEHIND, Behind, Due, Job
 from streaming.outcome import Outcome, TrackStats
 from streaming.preview import Preview
 from streaming.settings import TrackSettings
-from streaming.spoken import Spoken, looped, overlaps, skipped, spoken_words
+from streaming.spoken import Spoken, looped, skipped, spoken_words
 from streaming.unheard import SKIP_RETRY_CONTEXT, SKIPPED_SPEECH, UNHEARD_TAIL, Unheard
 from streaming.vad import Segmenter, Utterance
 
@@ -468,21 +468,11 @@ class Track:
         return self._heard(spoken_words(decoded, job.start), speech)
 
     def _heard(self, words: list[Spoken], speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
-        """The new words kept only where the VAD heard speech not yet covered, and after what is
-        committed: a word aligned over committed audio is dropped if it says a word there
-        again (see :meth:`Committed.says_again`)."""
-        heard = (*self.unheard.ranges, *speech)
-        kept = self.committed.without_repeats(words)
-        self.stats.repeats_dropped += len(words) - len(kept)
-        until = self.committed.until
-        return self.committed.opening(
-            [
-                w
-                for w in kept
-                if overlaps(w, heard)
-                and ((w.start + w.end) // 2 >= until or not self.committed.says_again(w))
-            ]
-        )
+        """The new words (:meth:`Committed.new_words`): over speech not yet covered, pending or
+        the open utterance's ``speech``."""
+        kept, repeats = self.committed.new_words(words, (*self.unheard.ranges, *speech))
+        self.stats.repeats_dropped += repeats
+        return kept
 
     def _commit(
         self, words: list[Spoken], decoded: Decoded

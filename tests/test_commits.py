@@ -494,6 +494,48 @@ def test_a_partial_commits_no_word_after_speech_it_passed_over() -> None:
     assert segments == ["F220.0", " ".join(said[1:])], segments
 
 
+class LeavesTheCutUnsaidEngine(ScriptedEngine):
+    """The first final of two words or more says its words only up to 1.5 s before its clip's
+    end (its first word at least), the last one aligned on over the rest. Whisper, decoding
+    "...predecessors of the | true printed book," (the VAD cut at the bar), wrote
+    "...predecessors of the", and the end of text, aligned at the clip's end, stretched "of"
+    over the words it left unsaid (``streaming.alignment`` keeps it to twice the median word,
+    still over the next word)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cut = False
+
+    def transcribe(self, clip: Clip, options: DecodeOptions) -> Decoded:
+        decoded = super().transcribe(clip, options)
+        duration = len(clip.audio) / RATE
+        if options.beam_size == 1 or self.cut or len(decoded.words) < 2:
+            return decoded
+        kept = [w for w in decoded.words if w.end <= duration - 1.5] or [decoded.words[0]]
+        self.cut = True
+        kept[-1] = replace(kept[-1], end=duration)
+        return Decoded("".join(w.text for w in kept).strip(), tuple(kept), "en", decoded.seconds)
+
+
+@pytest.mark.parametrize("interim", [False, True], ids=["finals", "partials"])
+def test_words_a_final_left_unsaid_under_its_last_word_are_taken_from_the_next_decode(interim: bool) -> None:
+    """The next decode, prefixed with the final's words, says the words left unsaid, under
+    that last word's span. They were dropped as aligned over committed audio, and lost ("the
+    true printed book," in 1 to 3 streams of 14)."""
+    h = Harness(
+        stream=StreamConfig(encoding="pcm_f32le", interim_results=interim),
+        eager_finals=False,
+        partial_interval=3.0,  # the words before the cut are not all committed before its final
+    )
+    h.engine = LeavesTheCutUnsaidEngine()
+    speech = talk(200, 300, 400, 500, 250, 350, word=1.0)  # no pause: TEST_VAD cuts at 4 s
+    h.audio(np.concatenate([silence(0.3), speech, silence(0.8)]))
+    h.text({"type": "end"})
+    said = [w for w, _, _ in committed(h)]
+    assert said == transcript(speech), said
+    assert h.engine.cut  # a final left words unsaid
+
+
 class MarksForNoiseEngine(ScriptedEngine):
     """Says "..." for a clip of the 110 Hz hum, as Whisper does for a breath or a noise alone."""
 

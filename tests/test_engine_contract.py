@@ -155,6 +155,29 @@ def test_a_prefix_whose_last_word_its_clip_cut_short_is_gone_on_with(
     assert [w.text.strip() for w in whole.words] == ["modern."]
 
 
+def test_a_decode_that_stops_short_leaves_the_rest_of_its_clip_unworded(
+    engine: Engine, data_dir: Path
+) -> None:
+    """The VAD cut the 5-minute file at 27.56 s, inside "...predecessors of the | true printed
+    book,". With the sentence before as its prefix (as a stream's context gave it), tiny.en
+    (int8, AVX-512) wrote "...predecessors of the" and stopped; the end of text aligned at the
+    clip's end, and "of" ran on from 25.6 s to 27.5 s over "the true printed book," (26.1 to
+    27.2 s). Taken as heard, that speech was lost. On a CPU whose decode says those words,
+    they are where they were said."""
+    if isinstance(engine, ScriptedEngine):
+        pytest.skip("the scripted engine aligns every word it hears")
+    start = 22.09
+    audio = decode_file((data_dir / "long/ljspeech_5min.flac").read_bytes())
+    clip = Clip(
+        audio[round(start * RATE) : round(27.56 * RATE)], "by a similar process, produced the block books,"
+    )
+    [decoded] = engine.transcribe_batch([clip], FINAL)
+    said_printed = "printed" in decoded.text
+    for word in decoded.words:
+        # "printed" was said from 26.5 s to 26.8 s: a word over it is that word or after it.
+        assert said_printed or start + word.end < 26.6 or start + word.start > 27.2, (decoded.text, word)
+
+
 def test_a_greedy_loop_stops_at_what_its_clip_can_hold(engine: Engine, data_dir: Path) -> None:
     """Forced to start a loop on 2 s of "1469, 1470", a greedy decode went on to the decoder's
     224 tokens (72 words, three times the usual time); it stops at 15 tokens a second of its

@@ -45,6 +45,7 @@ class Committed:
         # or the letters of a word its clip cut short).
         self._ending_of: Spoken | None = None
         self._said = False  # has the channel committed a word yet
+        self.count = 0  # words committed so far (a decode's mark: see :meth:`since`)
 
     def opening(self, words: list[Spoken]) -> list[Spoken]:
         """``words`` as the channel's transcript has them: its first word begins a sentence.
@@ -84,10 +85,27 @@ class Committed:
         ending of the prefix's last word is awaited."""
         self._ending_of = self.words[-1] if self.words and prefixed else None
 
-    def new_words(self, words: list[Spoken], heard: tuple[tuple[int, int], ...]) -> tuple[list[Spoken], int]:
+    def since(self, count: int) -> list[Spoken]:
+        """The words committed after the first ``count`` (those still kept)."""
+        after = self.count - count
+        return list(self.words)[-after:] if after > 0 else []
+
+    def new_words(
+        self, words: list[Spoken], heard: tuple[tuple[int, int], ...], *, cut_at: int | None
+    ) -> tuple[list[Spoken], int]:
         """A decode's ``words`` that are new, with how many said committed words again: those
         over ``heard`` speech (not yet covered), and after what is committed, or aligned over
-        committed audio but not saying a word there again (:meth:`says_again`)."""
+        committed audio but not saying a word there again (:meth:`says_again`). ``cut_at``:
+        the count of committed words when the decode's clip was cut (None: not known)."""
+        # Words committed after the clip was cut (by the partial an eager final displaced, or
+        # the one before it) go on from the same prefix: this decode hears them as new, and
+        # its first words say them again. Aligned a little later, "the" and "rejecting" were
+        # taken as new words and said twice ("of the the true printed book").
+        again = [] if cut_at is None else self.since(cut_at)
+        same = 0
+        while same < min(len(again), len(words)) and words[same].key == again[same].key:
+            same += 1
+        words = words[same:]
         # The last committed word's span is heard speech too: its end is where its decode's
         # path ran out, over any speech that decode left unsaid after it ("of" kept 0.7 s of
         # "the true printed book,": streaming.alignment). A decode forced to go on after it
@@ -100,7 +118,7 @@ class Committed:
             for w in kept
             if overlaps(w, heard) and ((w.start + w.end) // 2 >= self.until or not self.says_again(w))
         ]
-        return self.opening(new), len(words) - len(kept)
+        return self.opening(new), same + len(words) - len(kept)
 
     def without_repeats(self, words: list[Spoken]) -> list[Spoken]:
         """The new words less any run that says the committed words, or themselves, again."""
@@ -142,6 +160,7 @@ class Committed:
             out.append(kept)
             self.words.append(kept)
             self.until = kept.end
+            self.count += 1
         return out, amended
 
     def _rewrite(self, word: Spoken, text: str) -> None:

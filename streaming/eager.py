@@ -22,6 +22,7 @@ class EagerFinal:
     ticket: int
     pause: int  # where the pause began (the segmenter's ``silence_start``)
     start: int  # the first sample of its clip
+    cut_at: int | None  # its job's (see Due.cut_at)
     decoded: Decoded | None = None
     utterance: Utterance | None = None  # set once the pause closed it
 
@@ -33,6 +34,7 @@ class Closed(NamedTuple):
     decoded: Decoded
     pause: int
     start: int
+    cut_at: int | None
 
 
 class Eager:
@@ -63,7 +65,7 @@ class Eager:
         return self.final is not None and self.final.utterance is not None and self.final.decoded is None
 
     def begin(self, job: Job, pause: int) -> None:
-        self.final = EagerFinal(job.ticket, pause, job.start)
+        self.final = EagerFinal(job.ticket, pause, job.start, job.cut_at)
 
     def claims(self, utterance: Utterance) -> bool:
         """Did the pause the pending eager final was decoded for close ``utterance``? Then the
@@ -94,7 +96,7 @@ class Eager:
         if final is None or final.utterance is None or final.decoded is None:
             return None
         self.final = None
-        return Closed(final.utterance, final.decoded, final.pause, final.start)
+        return Closed(final.utterance, final.decoded, final.pause, final.start, final.cut_at)
 
     def shed(self, job: Job) -> Utterance | None:
         """``job`` (an eager final) was shed or failed: no other for its pause. The utterance

@@ -60,6 +60,9 @@ class Due:
     # ``load_context`` of context, or a partial in the smaller encoder window.
     less_context: bool = False
     load_window: bool = False
+    # The channel's count of committed words when the clip was cut (None for a preview, which
+    # commits nothing): the words committed after it are ones this decode says again.
+    cut_at: int | None = None
 
     @property
     def lean(self) -> bool:

@@ -189,7 +189,13 @@ class Track:
             retry = closed.start == self.unheard.skip_retry
             context = SKIP_RETRY_CONTEXT if retry else self._context(behind)
             clip, start = self.clips.clip(closed.end, closed.start, self.settings.max_decode, context)
-            return Due("final", clip, start, less_context=not retry and self._less_context(behind))
+            return Due(
+                "final",
+                clip,
+                start,
+                less_context=not retry and self._less_context(behind),
+                cut_at=self.committed.count,
+            )
         segmenter = self.segmenter
         open_start = segmenter.open_start
         if open_start is None:
@@ -200,7 +206,14 @@ class Track:
                 clip, start = self.clips.clip(
                     segmenter.received, open_start, self.settings.max_decode, self._context(behind)
                 )
-                return Due("final", clip, start, speculative=True, less_context=self._less_context(behind))
+                return Due(
+                    "final",
+                    clip,
+                    start,
+                    speculative=True,
+                    less_context=self._less_context(behind),
+                    cut_at=self.committed.count,
+                )
             return None
         if not partials or segmenter.open_samples < self.last_partial_size + MIN_PARTIAL_GROWTH:
             return None
@@ -222,6 +235,7 @@ class Track:
             less_context=self._less_context(behind),
             load_window=load_window,
             after_loop=self._looped_in == open_start,
+            cut_at=self.committed.count,
         )
 
     @property
@@ -386,7 +400,7 @@ class Track:
         if eager is None:
             return Outcome()
         utterance = eager.utterance
-        words = self._heard(spoken_words(eager.decoded, eager.start), utterance.speech)
+        words = self._heard(spoken_words(eager.decoded, eager.start), utterance.speech, cut_at=eager.cut_at)
         heard_until = words[-1].end if words else self.committed.until
         if eager.pause - heard_until > UNHEARD_TAIL:
             # Decoded from the first silent window, the clip ends abruptly, and Whisper can drop
@@ -465,12 +479,14 @@ class Track:
         )
 
     def _spoken(self, job: Job, decoded: Decoded, speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
-        return self._heard(spoken_words(decoded, job.start), speech)
+        return self._heard(spoken_words(decoded, job.start), speech, cut_at=job.cut_at)
 
-    def _heard(self, words: list[Spoken], speech: tuple[tuple[int, int], ...]) -> list[Spoken]:
+    def _heard(
+        self, words: list[Spoken], speech: tuple[tuple[int, int], ...], *, cut_at: int | None
+    ) -> list[Spoken]:
         """The new words (:meth:`Committed.new_words`): over speech not yet covered, pending or
         the open utterance's ``speech``."""
-        kept, repeats = self.committed.new_words(words, (*self.unheard.ranges, *speech))
+        kept, repeats = self.committed.new_words(words, (*self.unheard.ranges, *speech), cut_at=cut_at)
         self.stats.repeats_dropped += repeats
         return kept
 

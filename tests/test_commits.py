@@ -258,11 +258,20 @@ def test_a_partial_an_eager_final_displaced_shows_its_words_unless_that_final_sh
     assert [w for w, _, _ in committed(h)] == ["F220.0", "f220.1", "f220.2"]
 
 
-@pytest.mark.parametrize("eager_back", [True, False])
-def test_a_displaced_partial_commits_the_words_its_bound_allows_no_later_decode_for(eager_back: bool) -> None:
+def later(decoded: Decoded, by: float, duration: float) -> Decoded:
+    """``decoded`` with its words aligned ``by`` seconds later (within its clip)."""
+    words = tuple(
+        replace(w, start=min(w.start + by, duration), end=min(w.end + by, duration)) for w in decoded.words
+    )
+    return replace(decoded, words=words)
+
+
+@pytest.mark.parametrize("eager_back", ["yes", "aligned later", "no"])
+def test_a_displaced_partial_commits_the_words_its_bound_allows_no_later_decode_for(eager_back: str) -> None:
     """Left to the eager final that took its place, they waited for its decode too (2 s on a
     1.5 s bound, replayed); the eager final, or the plain final when it is shed, does not say
-    them again."""
+    them again, even where it aligns them after the end of what was committed ("of the the
+    true printed book", replayed under load)."""
     h = Harness(partial_interval=0.5, commit_bound=1.4)  # words 0.6 s old are forced
     speech = talk(220, word=3.0, gap=0.0)
     h.audio(speech[: int(2.2 * RATE)])
@@ -276,10 +285,13 @@ def test_a_displaced_partial_commits_the_words_its_bound_allows_no_later_decode_
     h.session.receive_result(partial.ticket, h.engine.transcribe(partial.clip, partial.options))
     h.pump(run_jobs=False)
     assert [w for w, _, _ in committed(h)] == [*before, "f220.3"]  # it ended 0.6 s before the clip's end
-    if eager_back:
-        h.session.receive_result(eager.ticket, h.engine.transcribe(eager.clip, eager.options))
-    else:
+    if eager_back == "no":
         h.session.receive_failure(eager.ticket, "superseded")
+    else:
+        decoded = h.engine.transcribe(eager.clip, eager.options)
+        if eager_back == "aligned later":
+            decoded = later(decoded, 0.35, len(eager.clip.audio) / RATE)
+        h.session.receive_result(eager.ticket, decoded)
     h.audio(silence(0.5))
     assert [w for w, _, _ in committed(h)] == transcript(speech)
 

@@ -164,9 +164,11 @@ class Track:
         forced token by token); behind on partials, a partial fits the smaller ``load_partial``
         window, which costs the encoder less: so that more streams keep up."""
         due = self._next_job(now, partials=partials, behind=behind)
-        if due is not None and due.lean:
+        if due is None:
+            return None
+        if due.lean:
             self.stats.lean += 1
-        return due
+        return replace(due, cut_at=self.committed.count)
 
     def _context(self, behind: Behind) -> int:
         return self.settings.load_context if behind.finals else self.settings.max_context
@@ -189,13 +191,7 @@ class Track:
             retry = closed.start == self.unheard.skip_retry
             context = SKIP_RETRY_CONTEXT if retry else self._context(behind)
             clip, start = self.clips.clip(closed.end, closed.start, self.settings.max_decode, context)
-            return Due(
-                "final",
-                clip,
-                start,
-                less_context=not retry and self._less_context(behind),
-                cut_at=self.committed.count,
-            )
+            return Due("final", clip, start, less_context=not retry and self._less_context(behind))
         segmenter = self.segmenter
         open_start = segmenter.open_start
         if open_start is None:
@@ -206,14 +202,7 @@ class Track:
                 clip, start = self.clips.clip(
                     segmenter.received, open_start, self.settings.max_decode, self._context(behind)
                 )
-                return Due(
-                    "final",
-                    clip,
-                    start,
-                    speculative=True,
-                    less_context=self._less_context(behind),
-                    cut_at=self.committed.count,
-                )
+                return Due("final", clip, start, speculative=True, less_context=self._less_context(behind))
             return None
         if not partials or segmenter.open_samples < self.last_partial_size + MIN_PARTIAL_GROWTH:
             return None
@@ -235,7 +224,6 @@ class Track:
             less_context=self._less_context(behind),
             load_window=load_window,
             after_loop=self._looped_in == open_start,
-            cut_at=self.committed.count,
         )
 
     @property

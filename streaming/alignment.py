@@ -154,12 +154,15 @@ def _word_alignment(tokenizer: Any, text_tokens: list[int], result: Any) -> list
         # then: a long last word with none squeezed after it may be said that long, and cut
         # back, a number ("1469," of "1469, 1470") left its own end as unworded speech; the
         # skip rule took it for speech passed over and decoded it alone: "1869, 4".
-        spoken = [
-            k for k, w in enumerate(alignment) if w["end"] - w["start"] > SQUEEZED and has_word(w["word"])
-        ]
-        if spoken and any(has_word(w["word"]) for w in alignment[spoken[-1] + 1 :]):
-            last = alignment[spoken[-1]]
-            last["end"] = min(last["end"], last["start"] + longest)
+        squeezed = False
+        for word in reversed(alignment):
+            if not has_word(word["word"]):
+                continue
+            if word["end"] - word["start"] > SQUEEZED:
+                if squeezed:
+                    word["end"] = min(word["end"], word["start"] + longest)
+                break
+            squeezed = True
     return alignment
 
 

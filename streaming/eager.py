@@ -19,10 +19,8 @@ from streaming.vad import Utterance
 
 @dataclass
 class EagerFinal:
-    ticket: int
+    job: Job
     pause: int  # where the pause began (the segmenter's ``silence_start``)
-    start: int  # the first sample of its clip
-    cut_at: int | None  # its job's (see Due.cut_at)
     decoded: Decoded | None = None
     utterance: Utterance | None = None  # set once the pause closed it
 
@@ -33,8 +31,7 @@ class Closed(NamedTuple):
     utterance: Utterance
     decoded: Decoded
     pause: int
-    start: int
-    cut_at: int | None
+    job: Job
 
 
 class Eager:
@@ -65,7 +62,7 @@ class Eager:
         return self.final is not None and self.final.utterance is not None and self.final.decoded is None
 
     def begin(self, job: Job, pause: int) -> None:
-        self.final = EagerFinal(job.ticket, pause, job.start, job.cut_at)
+        self.final = EagerFinal(job, pause)
 
     def claims(self, utterance: Utterance) -> bool:
         """Did the pause the pending eager final was decoded for close ``utterance``? Then the
@@ -85,7 +82,7 @@ class Eager:
         """``job``'s result, kept with the eager final it stands for; None if it was thrown
         away meanwhile (speech resumed)."""
         final = self.final
-        if final is None or final.ticket != job.ticket:
+        if final is None or final.job.ticket != job.ticket:
             return None
         final.decoded = decoded
         return final
@@ -96,13 +93,13 @@ class Eager:
         if final is None or final.utterance is None or final.decoded is None:
             return None
         self.final = None
-        return Closed(final.utterance, final.decoded, final.pause, final.start, final.cut_at)
+        return Closed(final.utterance, final.decoded, final.pause, final.job)
 
     def shed(self, job: Job) -> Utterance | None:
         """``job`` (an eager final) was shed or failed: no other for its pause. The utterance
         it stood for, if its pause closed it, is to be decoded plainly."""
         final, self.final = self.final, None
         self._shed_pause = final.pause if final is not None else None
-        if final is not None and final.ticket == job.ticket:
+        if final is not None and final.job.ticket == job.ticket:
             return final.utterance
         return None

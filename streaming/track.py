@@ -388,7 +388,7 @@ class Track:
         if eager is None:
             return Outcome()
         utterance = eager.utterance
-        words = self._heard(spoken_words(eager.decoded, eager.start), utterance.speech, cut_at=eager.cut_at)
+        words = self._spoken(eager.job, eager.decoded, utterance.speech)
         heard_until = words[-1].end if words else self.committed.until
         if eager.pause - heard_until > UNHEARD_TAIL:
             # Decoded from the first silent window, the clip ends abruptly, and Whisper can drop
